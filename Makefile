@@ -1,0 +1,59 @@
+# Every command CI and the README use. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(CURDIR)/$(VENV)/bin/python
+# The services import the shared package from the repository root.
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: help install api worker run db test test-unit test-integration lint format clean
+
+help: ## List the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Create .venv with both services' requirements and the dev tools
+
+$(VENV)/.installed: api-service/requirements.txt worker-service/requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r api-service/requirements.txt \
+		-r worker-service/requirements.txt -r requirements-dev.txt
+	touch $@
+
+api: install ## Run the API in the foreground (configured by environment variables)
+	cd api-service/src && exec $(PY) main.py
+
+worker: install ## Run the worker in the foreground
+	cd worker-service/src && exec $(PY) main.py
+
+run: install ## Run the API and the worker together; Ctrl-C stops both
+	@trap 'kill 0' INT TERM; $(MAKE) --no-print-directory api & $(MAKE) --no-print-directory worker & wait
+
+db: install ## Create the database in DATABASE_URL if missing and load db/init.sql
+	$(PY) -m common.schema
+
+test: install ## All unit and integration tests (a scratch database and vhost of their own)
+	cd api-service && $(PY) -m pytest
+	cd worker-service && $(PY) -m pytest
+	$(PY) -m pytest
+
+test-unit: install ## Only the tests that need no services
+	cd api-service && $(PY) -m pytest -m unit
+	cd worker-service && $(PY) -m pytest -m unit
+	$(PY) -m pytest -m unit
+
+lint: install ## ruff (lint and format check) and mypy (strict)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	cd api-service && MYPYPATH=src:.. $(PY) -m mypy --config-file ../pyproject.toml src tests
+	cd worker-service && MYPYPATH=src:.. $(PY) -m mypy --config-file ../pyproject.toml src tests
+	$(PY) -m mypy common testkit tests
+
+format: install ## Apply ruff's fixes and formatting
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean: ## Remove .venv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache */.pytest_cache

@@ -1,0 +1,101 @@
+"""OpenAPI entries for the error answers, which FastAPI would otherwise list as JSON."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from models.problems import Problem
+
+_EXAMPLES: dict[int, dict[str, Any]] = {
+    400: {
+        "type": "/problems/validation-error",
+        "title": "Invalid request",
+        "status": 400,
+        "detail": "The request is invalid: title: must not be blank",
+        "instance": "/api/tasks",
+        "errors": [{"field": "title", "message": "must not be blank", "type": "value_error"}],
+    },
+    404: {
+        "type": "about:blank",
+        "title": "Not Found",
+        "status": 404,
+        "detail": "task 0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f does not exist",
+        "instance": "/api/tasks/0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f",
+    },
+    413: {
+        "type": "about:blank",
+        "title": "Request Entity Too Large",
+        "status": 413,
+        "detail": "The request body is larger than 1048576 bytes.",
+    },
+    415: {
+        "type": "about:blank",
+        "title": "Unsupported Media Type",
+        "status": 415,
+        "detail": "Content-Type must be application/json.",
+        "instance": "/api/tasks",
+    },
+    500: {
+        "type": "about:blank",
+        "title": "Internal Server Error",
+        "status": 500,
+        "detail": "An unexpected error occurred.",
+    },
+    503: {
+        "type": "/problems/service-unavailable",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": "The database is unavailable; try again later.",
+        "instance": "/api/tasks",
+    },
+}
+
+_DESCRIPTIONS = {
+    400: "Malformed JSON, or a body that breaks the rules (each bad field is listed).",
+    404: "No task has this id.",
+    413: "The body is larger than MAX_BODY_BYTES.",
+    415: "The body is not declared as JSON.",
+    500: "An unexpected error; details are in the server log, not in the answer.",
+    503: "The database or the broker did not answer; see Retry-After.",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entries for the given error statuses."""
+    return {
+        status: {
+            "description": _DESCRIPTIONS.get(status, HTTPStatus(status).phrase),
+            "content": {
+                "application/problem+json": {
+                    "schema": {"$ref": "#/components/schemas/Problem"},
+                    "example": _EXAMPLES[status],
+                }
+            },
+        }
+        for status in statuses
+    }
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Build the document once, with the Problem schemas added to its components."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            components.update(schema.pop("$defs", {}))
+            components["Problem"] = schema
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = build  # type: ignore[method-assign]

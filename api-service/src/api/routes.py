@@ -1,0 +1,97 @@
+"""HTTP in, use case calls, HTTP out. Nothing else happens here."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+
+from api.deps import PublisherDep, RepositoryDep, require_json_body
+from api.openapi import problem_responses
+from api.problems import UNAVAILABLE_PROBLEM, problem
+from models.health import Health
+from models.tasks import TaskAccepted, TaskCreate, TaskPublic
+from services.health import check_health
+from services.tasks import get_task, submit_task
+
+tasks_router = APIRouter(prefix="/api/tasks", tags=["tasks"])
+health_router = APIRouter(tags=["health"])
+
+
+@tasks_router.post(
+    "",
+    status_code=202,
+    summary="Submit a task",
+    response_description="Stored as PENDING and queued; poll the Location header's URL.",
+    dependencies=[Depends(require_json_body)],
+    responses={
+        202: {
+            "headers": {
+                "Location": {
+                    "description": "Where to poll the task",
+                    "schema": {"type": "string"},
+                }
+            }
+        },
+        **problem_responses(400, 413, 415, 500, 503),
+    },
+)
+async def create_task(
+    body: TaskCreate, repository: RepositoryDep, publisher: PublisherDep, response: Response
+) -> TaskAccepted:
+    """Store the task and queue it for a worker. Answers once the broker confirmed the message."""
+    record = await submit_task(
+        repository=repository,
+        publisher=publisher,
+        title=body.title,
+        description=body.description,
+        metadata=body.metadata,
+    )
+    location = f"/api/tasks/{record.task_id}"
+    response.headers["Location"] = location
+    return TaskAccepted(
+        task_id=record.task_id,
+        status=record.status,
+        message=f"Task accepted; poll {location}",
+    )
+
+
+@tasks_router.get(
+    "/{task_id}",
+    summary="Get a task's status and details",
+    responses=problem_responses(404, 500, 503),
+)
+async def read_task(task_id: str, repository: RepositoryDep) -> TaskPublic:
+    record = await get_task(repository=repository, task_id=task_id)
+    return TaskPublic.from_record(record)
+
+
+@health_router.get(
+    "/health",
+    summary="Whether the database and the broker answer",
+    responses={
+        200: {"model": Health, "description": "Both components answer."},
+        503: {
+            "description": "At least one component is unavailable; `checks` names it.",
+            "content": {
+                "application/problem+json": {
+                    "schema": {"$ref": "#/components/schemas/Problem"},
+                    "example": {
+                        "type": UNAVAILABLE_PROBLEM,
+                        "title": "Service Unavailable",
+                        "status": 503,
+                        "detail": "unavailable: broker",
+                        "checks": {"database": "ok", "broker": "unavailable"},
+                    },
+                }
+            },
+        },
+    },
+)
+async def health(repository: RepositoryDep, publisher: PublisherDep) -> Response:
+    checks = await check_health(repository=repository, publisher=publisher)
+    failing = [name for name, state in checks.items() if state != "ok"]
+    if failing:
+        return problem(
+            503, "unavailable: " + ", ".join(failing), type_=UNAVAILABLE_PROBLEM, checks=checks
+        )
+    return JSONResponse(Health(status="ok", checks=checks).model_dump())

@@ -1,0 +1,109 @@
+"""Request and response bodies of the tasks API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StrictStr
+
+from common.tasks import TaskRecord, TaskStatus
+
+MAX_DESCRIPTION_BYTES = 64 * 1024
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _within_64_kib(value: str) -> str:
+    if len(value.encode()) > MAX_DESCRIPTION_BYTES:
+        raise ValueError(f"must be at most {MAX_DESCRIPTION_BYTES} bytes of UTF-8")
+    return value
+
+
+# ISO 8601 with an explicit offset ("+00:00"), not pydantic's "Z".
+IsoDatetime = Annotated[datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str)]
+
+TASK_EXAMPLE = {
+    "title": "Resize images",
+    "description": "Make thumbnails for album 42",
+    "metadata": {"album_id": 42, "sizes": [128, 512]},
+}
+
+
+class TaskCreate(BaseModel):
+    """The body of `POST /api/tasks`."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [TASK_EXAMPLE]})
+
+    title: Annotated[StrictStr, Field(min_length=1, max_length=255), AfterValidator(_not_blank)]
+    description: Annotated[StrictStr, AfterValidator(_not_blank), AfterValidator(_within_64_kib)]
+    metadata: dict[str, Any] | None = None
+
+
+class TaskAccepted(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "task_id": "0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f",
+                    "status": "PENDING",
+                    "message": "Task accepted; poll /api/tasks/0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f",
+                }
+            ]
+        }
+    )
+
+    task_id: str
+    status: TaskStatus
+    message: str
+
+
+class TaskPublic(BaseModel):
+    """A task as `GET /api/tasks/{task_id}` returns it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "task_id": "0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f",
+                    **TASK_EXAMPLE,
+                    "status": "COMPLETED",
+                    "attempts": 1,
+                    "last_error": None,
+                    "created_at": "2026-11-28T01:20:52.947463+00:00",
+                    "updated_at": "2026-11-28T01:21:00.112358+00:00",
+                    "completed_at": "2026-11-28T01:21:00.112358+00:00",
+                }
+            ]
+        }
+    )
+
+    task_id: str
+    title: str
+    description: str | None
+    status: TaskStatus
+    metadata: dict[str, Any] | None
+    attempts: int
+    last_error: str | None
+    created_at: IsoDatetime
+    updated_at: IsoDatetime
+    completed_at: IsoDatetime | None
+
+    @classmethod
+    def from_record(cls, record: TaskRecord) -> TaskPublic:
+        return cls(
+            task_id=record.task_id,
+            title=record.title,
+            description=record.description,
+            status=record.status,
+            metadata=record.metadata,
+            attempts=record.attempts,
+            last_error=record.last_error,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            completed_at=record.completed_at,
+        )

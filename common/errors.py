@@ -1,0 +1,33 @@
+"""Our own exceptions: one root, a small tree below it."""
+
+
+class TaskServiceError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class ConfigurationError(TaskServiceError):
+    """A setting is missing or invalid; the message is one line naming the variable."""
+
+
+class TaskNotFound(TaskServiceError):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id} does not exist")
+        self.task_id = task_id
+
+
+class DependencyUnavailable(TaskServiceError):
+    """A backing service did not answer; the caller may try again later."""
+
+    component = "dependency"
+
+
+class DatabaseUnavailable(DependencyUnavailable):
+    component = "database"
+
+
+class BrokerUnavailable(DependencyUnavailable):
+    component = "broker"
+
+
+class InvalidTaskMessage(TaskServiceError):
+    """A queue message that can never be processed (not JSON, no valid task_id)."""

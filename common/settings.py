@@ -1,0 +1,132 @@
+"""The one place where configuration is read from the environment.
+
+Each entry point calls `load_settings()` once and passes the result down; nothing reads the
+environment at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.errors import ConfigurationError
+
+_MYSQL_SCHEMES = frozenset(
+    {
+        "mysql",
+        "mariadb",
+        "mysql+mysqlconnector",
+        "mysql+asyncmy",
+        "mysql+aiomysql",
+        "mysql+pymysql",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseAddress:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+
+def parse_database_url(url: str) -> DatabaseAddress:
+    """Split `mysql://user:pass@host:port/db` (or `mysql+driver://...`) into its parts."""
+    parts = urlsplit(url)
+    if parts.scheme not in _MYSQL_SCHEMES:
+        raise ValueError(f"scheme must be one of {', '.join(sorted(_MYSQL_SCHEMES))}")
+    database = unquote(parts.path.lstrip("/"))
+    if not parts.hostname or not database or "/" in database:
+        raise ValueError("expected mysql://user:password@host:port/database")
+    try:
+        port = parts.port or 3306
+    except ValueError as exc:
+        raise ValueError("port must be a number from 1 to 65535") from exc
+    return DatabaseAddress(
+        host=parts.hostname,
+        port=port,
+        user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""),
+        database=database,
+    )
+
+
+class Settings(BaseSettings):
+    """Every variable either service reads. Names match the environment variables."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    database_url: SecretStr = SecretStr("mysql://root@127.0.0.1:3306/tasks")
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    rabbitmq_host: str = "127.0.0.1"
+    rabbitmq_port: int = Field(default=5672, ge=1, le=65535)
+    rabbitmq_user: str = "guest"
+    rabbitmq_password: SecretStr = SecretStr("guest")
+    rabbitmq_vhost: str = "/"
+    task_queue: str = Field(default="task_queue", min_length=1, max_length=200)
+    task_queue_type: Literal["quorum", "classic"] = "quorum"
+    publish_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    retry_after_seconds: int = Field(default=5, ge=1)
+
+    processing_delay_min_seconds: float = Field(default=5.0, ge=0)
+    processing_delay_max_seconds: float = Field(default=10.0, ge=0)
+    worker_concurrency: int = Field(default=16, ge=1, le=10_000)
+    task_lease_seconds: float = Field(default=60.0, gt=0)
+    requeue_pause_seconds: float = Field(default=1.0, ge=0)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "text"] = "text"
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _normalise_case(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.lower() if value.lower() in ("json", "text") else value.upper()
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr) -> SecretStr:
+        parse_database_url(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _check_delays(self) -> Settings:
+        if self.processing_delay_min_seconds > self.processing_delay_max_seconds:
+            raise ValueError(
+                "PROCESSING_DELAY_MIN_SECONDS must not exceed PROCESSING_DELAY_MAX_SECONDS"
+            )
+        return self
+
+    @property
+    def database(self) -> DatabaseAddress:
+        return parse_database_url(self.database_url.get_secret_value())
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; a bad value raises ConfigurationError naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    names = [str(part).upper() for part in first["loc"] if isinstance(part, str)]
+    message = first["msg"].removeprefix("Value error, ")
+    if not names:
+        return f"invalid configuration: {message}"
+    return f"invalid configuration: {names[0]}: {message}"

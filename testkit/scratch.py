@@ -1,0 +1,102 @@
+"""A database and a RabbitMQ vhost of the test run's own, made and removed around it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from urllib.parse import quote
+
+import httpx
+
+from common.schema import create_database, drop_database, load_schema
+from common.settings import DatabaseAddress, Settings, load_settings
+
+
+def scratch_name(prefix: str = "tasks_test") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def database_url(address: DatabaseAddress) -> str:
+    credentials = quote(address.user, safe="")
+    if address.password:
+        credentials += ":" + quote(address.password, safe="")
+    return f"mysql://{credentials}@{address.host}:{address.port}/{address.database}"
+
+
+class VhostAdmin:
+    """Adds and deletes vhosts with rabbitmqctl when this machine has it (and may use it),
+    otherwise through the management API at RABBITMQ_MANAGEMENT_URL (as in the containers)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.management_url = os.environ.get("RABBITMQ_MANAGEMENT_URL")
+        self.ctl = shutil.which("rabbitmqctl") if os.geteuid() == 0 else None
+
+    def _ctl(self, *args: str) -> None:
+        assert self.ctl is not None
+        subprocess.run([self.ctl, "-q", *args], check=True, capture_output=True, timeout=60)
+
+    def _api(self, method: str, path: str, body: dict[str, str] | None = None) -> None:
+        assert self.management_url is not None
+        auth = (self.settings.rabbitmq_user, self.settings.rabbitmq_password.get_secret_value())
+        response = httpx.request(
+            method, self.management_url.rstrip("/") + path, json=body, auth=auth, timeout=30
+        )
+        response.raise_for_status()
+
+    def add(self, vhost: str) -> None:
+        user = self.settings.rabbitmq_user
+        if self.ctl:
+            self._ctl("add_vhost", vhost)
+            self._ctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        elif self.management_url:
+            self._api("PUT", f"/api/vhosts/{quote(vhost, safe='')}")
+            grant = {"configure": ".*", "write": ".*", "read": ".*"}
+            self._api(
+                "PUT", f"/api/permissions/{quote(vhost, safe='')}/{quote(user, safe='')}", grant
+            )
+        else:
+            raise RuntimeError(
+                "need rabbitmqctl (as root) or RABBITMQ_MANAGEMENT_URL to add a vhost"
+            )
+
+    def delete(self, vhost: str) -> None:
+        if self.ctl:
+            self._ctl("delete_vhost", vhost)
+        elif self.management_url:
+            self._api("DELETE", f"/api/vhosts/{quote(vhost, safe='')}")
+
+
+@asynccontextmanager
+async def scratch_environment(**overrides: object) -> AsyncIterator[Settings]:
+    """Settings pointing at a new database (loaded from db/init.sql) and a new vhost."""
+    base = load_settings()
+    name = scratch_name()
+    address = replace(base.database, database=name)
+    await create_database(address)
+    admin = VhostAdmin(base)
+    try:
+        await load_schema(address)
+        admin.add(name)
+        try:
+            yield load_settings(
+                database_url=database_url(address), rabbitmq_vhost=name, **overrides
+            )
+        finally:
+            admin.delete(name)
+    finally:
+        await drop_database(address)
+
+
+def service_environment(settings: Settings) -> dict[str, str]:
+    """The environment variables that reproduce `settings` in a child process."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST")}
+    for name, value in settings.model_dump().items():
+        secret = getattr(value, "get_secret_value", None)
+        env[name.upper()] = str(secret() if secret else value)
+    return env
