@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -16,11 +17,17 @@ class _BodyTooLarge(Exception):
     pass
 
 
+# After the limit is passed, up to this much more is read and thrown away before answering,
+# so that a client still sending its body sees the 413 instead of a reset connection.
+_DRAIN_BYTES = 16 * 1024 * 1024
+_DRAIN_SECONDS = 5.0
+
+
 class BodySizeLimit:
     """413 for a body over `max_bytes`, counted as it streams in.
 
     A chunked body has no Content-Length, so the count is what decides; once it passes the
-    limit, reading stops and whatever the app would have answered is replaced by the 413.
+    limit, the app stops reading and whatever it would have answered is replaced by the 413.
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
@@ -33,16 +40,18 @@ class BodySizeLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._too_large(scope, receive, send)
+            await self._too_large(scope, receive, send, more_body=True)
             return
         received = 0
         exceeded = False
+        more_body = True
 
         async def limited_receive() -> Message:
-            nonlocal received, exceeded
+            nonlocal received, exceeded, more_body
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                more_body = message.get("more_body", False)
                 if received > self.max_bytes:
                     exceeded = True
                     raise _BodyTooLarge
@@ -55,15 +64,30 @@ class BodySizeLimit:
         with contextlib.suppress(_BodyTooLarge):
             await self.app(scope, limited_receive, guarded_send)
         if exceeded:
-            await self._too_large(scope, receive, send)
+            await self._too_large(scope, receive, send, more_body=more_body)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _too_large(
+        self, scope: Scope, receive: Receive, send: Send, *, more_body: bool
+    ) -> None:
+        if more_body:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_DRAIN_SECONDS):
+                    await _drain(receive, _DRAIN_BYTES)
         response = problem(
             413,
             f"The request body is larger than {self.max_bytes} bytes.",
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)
+
+
+async def _drain(receive: Receive, limit: int) -> None:
+    drained = 0
+    while drained < limit:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        drained += len(message.get("body", b""))
 
 
 def _content_length(scope: Scope) -> int | None:

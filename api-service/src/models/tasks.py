@@ -27,7 +27,7 @@ def _within_64_kib(value: str) -> str:
 # ISO 8601 with an explicit offset ("+00:00"), not pydantic's "Z".
 IsoDatetime = Annotated[datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str)]
 
-TASK_EXAMPLE = {
+TASK_EXAMPLE: dict[str, Any] = {
     "title": "Resize images",
     "description": "Make thumbnails for album 42",
     "metadata": {"album_id": 42, "sizes": [128, 512]},

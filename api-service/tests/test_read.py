@@ -1,0 +1,149 @@
+"""GET /api/tasks/{id}, /health, unknown routes and the OpenAPI document, against the fakes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import httpx
+import pytest
+from test_submit import VALID, assert_problem
+
+from common.tasks import NewTask
+from testkit.fakes import InMemoryTaskRepository, RecordingPublisher
+
+pytestmark = pytest.mark.unit
+
+TASK_ID = "0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f"
+
+
+async def test_returns_the_task_with_iso_timestamps(
+    client: httpx.AsyncClient, repository: InMemoryTaskRepository
+) -> None:
+    await repository.create(NewTask(TASK_ID, "Resize", "thumbs", {"k": "v"}))
+
+    response = await client.get(f"/api/tasks/{TASK_ID}")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["task_id"] == TASK_ID
+    assert (body["title"], body["description"], body["metadata"]) == (
+        "Resize",
+        "thumbs",
+        {"k": "v"},
+    )
+    assert body["status"] == "PENDING"
+    assert body["completed_at"] is None
+    for name in ("created_at", "updated_at"):
+        assert body[name].endswith("+00:00")
+        assert datetime.fromisoformat(body[name]).utcoffset() is not None
+
+
+async def test_completed_task_shows_completed_at(
+    client: httpx.AsyncClient, repository: InMemoryTaskRepository
+) -> None:
+    await repository.create(NewTask(TASK_ID, "t", "d", None))
+    await repository.claim(TASK_ID, lease_seconds=60, steal=False)
+    await repository.complete(TASK_ID)
+
+    body = (await client.get(f"/api/tasks/{TASK_ID}")).json()
+
+    assert body["status"] == "COMPLETED"
+    assert datetime.fromisoformat(body["completed_at"]).utcoffset() is not None
+
+
+async def test_upper_case_id_finds_the_task(
+    client: httpx.AsyncClient, repository: InMemoryTaskRepository
+) -> None:
+    await repository.create(NewTask(TASK_ID, "t", "d", None))
+    response = await client.get(f"/api/tasks/{TASK_ID.upper()}")
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "task_id",
+    [
+        "1b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f",
+        "not-a-uuid",
+        "x" * 300,
+        "0b9f5a3c2f4e4d0a9d6b8f1f2c3d4e5f",
+        "%00",
+        "'; DROP TABLE tasks; --",
+    ],
+)
+async def test_unknown_or_malformed_id_is_404(
+    client: httpx.AsyncClient, repository: InMemoryTaskRepository, task_id: str
+) -> None:
+    await repository.create(NewTask(TASK_ID, "t", "d", None))
+    problem = assert_problem(await client.get(f"/api/tasks/{task_id}"), 404)
+    assert problem["detail"].startswith("task ")
+
+
+async def test_read_with_database_down_is_503(
+    client: httpx.AsyncClient, repository: InMemoryTaskRepository
+) -> None:
+    repository.fail_with_unavailable()
+    response = await client.get(f"/api/tasks/{TASK_ID}")
+    assert_problem(response, 503)
+    assert response.headers["retry-after"] == "7"
+
+
+async def test_unknown_route_is_404_problem(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/api/nothing-here"), 404)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("DELETE", f"/api/tasks/{TASK_ID}"), ("PUT", "/api/tasks"), ("GET", "/api/tasks")],
+)
+async def test_wrong_method_is_405_problem(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await client.request(method, path)
+    assert_problem(response, 405)
+    assert response.headers["allow"]
+
+
+async def test_health_ok(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+
+
+async def test_health_names_the_database_when_it_is_down(
+    client: httpx.AsyncClient, repository: InMemoryTaskRepository
+) -> None:
+    repository.fail_with_unavailable()
+    problem = assert_problem(await client.get("/health"), 503)
+    assert problem["checks"] == {"database": "unavailable", "broker": "ok"}
+    assert "database" in problem["detail"]
+
+
+async def test_health_names_the_broker_when_it_is_down(
+    client: httpx.AsyncClient, publisher: RecordingPublisher
+) -> None:
+    publisher.is_open = False
+    problem = assert_problem(await client.get("/health"), 503)
+    assert problem["checks"] == {"database": "ok", "broker": "unavailable"}
+
+
+async def test_openapi_documents_examples_and_problem_answers(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+
+    post = document["paths"]["/api/tasks"]["post"]
+    request_schema = post["requestBody"]["content"]["application/json"]["schema"]
+    assert request_schema["$ref"].endswith("/TaskCreate")
+    assert document["components"]["schemas"]["TaskCreate"]["examples"][0].keys() == VALID.keys()
+    for status in ("400", "413", "415", "500", "503"):
+        content = post["responses"][status]["content"]["application/problem+json"]
+        assert content["example"]["status"] == int(status)
+        assert content["schema"]["$ref"] == "#/components/schemas/Problem"
+    get = document["paths"]["/api/tasks/{task_id}"]["get"]
+    assert "404" in get["responses"]
+    assert "examples" in document["components"]["schemas"]["TaskPublic"]
+    assert "Problem" in document["components"]["schemas"]
+
+
+async def test_swagger_ui_is_served(client: httpx.AsyncClient) -> None:
+    response = await client.get("/docs")
+    assert response.status_code == 200
+    assert "swagger" in response.text.lower()
