@@ -1,18 +1,23 @@
-"""RabbitMQ with aio-pika: the connection, the queue topology and the task publisher."""
+"""RabbitMQ with aio-pika: a connection kept open, and confirmed publishing.
+
+We supervise the connection ourselves instead of relying on aio-pika's robust connection,
+which has missed restoring consumers after a broker restart (aio-pika#231, #334): after every
+(re)connect, `on_connect` declares the topology, opens the channels and registers consumers
+again; losing any channel or the connection starts that over, with backoff.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import Any
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import aio_pika
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractQueue,
-    AbstractRobustChannel,
-    AbstractRobustConnection,
-)
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
 from common.errors import BrokerUnavailable
@@ -21,75 +26,183 @@ from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-_UNAVAILABLE = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
+UNAVAILABLE = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
+
+ATTEMPTS_HEADER = "x-task-attempts"  # attempts already made; RabbitMQ 4 ignores x-death here
+LOOKUPS_HEADER = "x-task-lookups"  # times the task's row was looked for and not found
 
 
-async def connect_broker(settings: Settings) -> AbstractRobustConnection:
-    """A robust connection (it reconnects by itself); BrokerUnavailable if the first try fails."""
-    try:
-        return await aio_pika.connect_robust(
+@dataclass
+class BrokerSession:
+    """One live connection; any of its channels closing ends the session."""
+
+    connection: AbstractConnection
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.connection.close_callbacks.add(lambda *_: self.lost.set())
+
+    async def channel(self, *, publisher_confirms: bool = False) -> AbstractChannel:
+        channel = await self.connection.channel(
+            publisher_confirms=publisher_confirms, on_return_raises=publisher_confirms
+        )
+        channel.close_callbacks.add(lambda *_: self.lost.set())
+        return channel
+
+
+OnConnect = Callable[[BrokerSession], Awaitable[None]]
+
+
+class BrokerLink:
+    """Keeps one AMQP connection open for the life of the process."""
+
+    def __init__(self, settings: Settings, *, name: str, on_connect: OnConnect) -> None:
+        self._settings = settings
+        self._name = name
+        self._on_connect = on_connect
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._session: BrokerSession | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"broker-link-{self._name}")
+
+    async def wait_connected(self, seconds: float) -> bool:
+        """Wait up to `seconds` for the first session; True if connected."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._connected.wait()
+        return self.connected
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._session is not None:
+            await _close_quietly(self._session.connection)
+
+    async def _connect(self) -> AbstractConnection:
+        settings = self._settings
+        return await aio_pika.connect(
             host=settings.rabbitmq_host,
             port=settings.rabbitmq_port,
             login=settings.rabbitmq_user,
             password=settings.rabbitmq_password.get_secret_value(),
             virtualhost=settings.rabbitmq_vhost,
             timeout=settings.publish_timeout_seconds,
-            client_properties={"connection_name": "task-service"},
+            client_properties={"connection_name": self._name},
         )
-    except _UNAVAILABLE as exc:
-        raise BrokerUnavailable(f"cannot connect to RabbitMQ: {exc}") from exc
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                session = BrokerSession(await self._connect())
+            except UNAVAILABLE as exc:
+                logger.warning(
+                    "broker unreachable", extra={"error": repr(exc), "retry_in": round(delay, 2)}
+                )
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self._settings.broker_reconnect_max_seconds)
+                continue
+            self._session = session
+            try:
+                await self._on_connect(session)
+                self._connected.set()
+                delay = 0.1
+                logger.info("broker connected", extra={"link": self._name})
+                await session.lost.wait()
+            except UNAVAILABLE as exc:
+                logger.warning("broker setup failed", extra={"error": repr(exc)})
+            finally:
+                self._connected.clear()
+                self._session = None
+                await _close_quietly(session.connection)
+            logger.warning("broker connection lost", extra={"link": self._name})
+            await asyncio.sleep(delay)
 
 
-def queue_arguments(settings: Settings) -> dict[str, Any]:
-    return {"x-queue-type": settings.task_queue_type}
+async def _close_quietly(connection: AbstractConnection) -> None:
+    with contextlib.suppress(*UNAVAILABLE, RuntimeError):
+        await connection.close()
 
 
-async def declare_task_queue(channel: AbstractChannel, settings: Settings) -> AbstractQueue:
-    """Declare the durable work queue; declaring it again with the same settings is a no-op."""
-    return await channel.declare_queue(
-        settings.task_queue, durable=True, arguments=queue_arguments(settings)
-    )
+class MessagePublisher(Protocol):
+    async def publish(
+        self, message: aio_pika.Message, *, exchange: str, routing_key: str
+    ) -> None: ...
 
 
-class AmqpTaskPublisher:
-    """Publishes persistent task messages and waits for the broker's confirm."""
+class AmqpPublisher:
+    """Publishes with publisher confirms, `mandatory` and a timeout, on the channel that the
+    current broker session attached. Not attached means not connected: fail at once."""
 
-    def __init__(self, channel: AbstractRobustChannel, *, queue: str, timeout: float) -> None:
-        self._channel = channel
-        self._queue = queue
+    def __init__(self, *, timeout: float) -> None:
         self._timeout = timeout
+        self._channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
 
-    @classmethod
-    async def open(
-        cls, connection: AbstractRobustConnection, settings: Settings
-    ) -> AmqpTaskPublisher:
-        # on_return_raises: an unroutable message fails the publish instead of vanishing.
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        assert isinstance(channel, AbstractRobustChannel)
-        await declare_task_queue(channel, settings)
-        return cls(channel, queue=settings.task_queue, timeout=settings.publish_timeout_seconds)
+    def attach(self, channel: AbstractChannel) -> None:
+        self._channel = channel
+        self._exchanges = {"": channel.default_exchange}
 
     @property
     def is_open(self) -> bool:
-        return not self._channel.is_closed
+        return self._channel is not None and not self._channel.is_closed
 
-    async def publish(self, message: TaskMessage) -> None:
-        amqp_message = aio_pika.Message(
-            body=message.encode(),
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message.task_id,
-        )
+    async def publish(self, message: aio_pika.Message, *, exchange: str, routing_key: str) -> None:
+        channel = self._channel
+        if channel is None or channel.is_closed:
+            raise BrokerUnavailable("not connected to RabbitMQ")
         try:
-            # The timeout matters: publishing on a channel that is reconnecting can hang.
-            await asyncio.wait_for(
-                self._channel.default_exchange.publish(
-                    amqp_message, routing_key=self._queue, mandatory=True
-                ),
-                timeout=self._timeout,
-            )
-        except _UNAVAILABLE as exc:
+            target = self._exchanges.get(exchange)
+            if target is None:
+                target = await channel.get_exchange(exchange, ensure=False)
+                self._exchanges[exchange] = target
+            # The timeout matters: a publish on a dying connection can otherwise hang.
+            async with asyncio.timeout(self._timeout):
+                await target.publish(message, routing_key=routing_key, mandatory=True)
+        except UNAVAILABLE as exc:
             raise BrokerUnavailable(f"publish not confirmed: {exc!r}") from exc
 
-    async def close(self) -> None:
-        await self._channel.close()
+
+def task_amqp_message(
+    message: TaskMessage,
+    *,
+    attempts: int = 0,
+    lookups: int = 0,
+    expiration_seconds: float | None = None,
+) -> aio_pika.Message:
+    headers: dict[str, Any] = {ATTEMPTS_HEADER: attempts}
+    if lookups:
+        headers[LOOKUPS_HEADER] = lookups
+    return aio_pika.Message(
+        body=message.encode(),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.task_id,
+        headers=headers,
+        expiration=expiration_seconds,
+    )
+
+
+class TaskPublisher:
+    """Publishes a task's first message to the work queue."""
+
+    def __init__(self, publisher: AmqpPublisher, *, queue: str) -> None:
+        self._publisher = publisher
+        self._queue = queue
+
+    @property
+    def is_open(self) -> bool:
+        return self._publisher.is_open
+
+    async def publish(self, message: TaskMessage) -> None:
+        await self._publisher.publish(
+            task_amqp_message(message), exchange="", routing_key=self._queue
+        )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,15 @@ from asyncmy.errors import InterfaceError, OperationalError
 
 from common.errors import DatabaseUnavailable
 from common.settings import DatabaseAddress, Settings
-from common.tasks import FINAL_STATUSES, ClaimResult, NewTask, TaskRecord, TaskStatus
+from common.tasks import (
+    FINAL_STATUSES,
+    Claim,
+    ClaimResult,
+    NewTask,
+    PublishOne,
+    TaskRecord,
+    TaskStatus,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +50,7 @@ async def create_pool(settings: Settings) -> Any:
                 user=address.user,
                 password=address.password,
                 db=address.database,
-                minsize=1,
+                minsize=0,
                 maxsize=settings.database_pool_size,
                 autocommit=True,
                 charset="utf8mb4",
@@ -83,6 +91,10 @@ def _record(row: tuple[Any, ...]) -> TaskRecord:
     )
 
 
+def _in_clause(count: int) -> str:
+    return ", ".join(["%s"] * count)
+
+
 class MySQLTaskRepository:
     """The TaskRepository port on a shared asyncmy pool."""
 
@@ -97,30 +109,23 @@ class MySQLTaskRepository:
                 async with self._pool.acquire() as connection, connection.cursor() as cursor:
                     yield cursor
         except _UNAVAILABLE as exc:
-            raise DatabaseUnavailable(f"MySQL did not answer: {exc}") from exc
+            raise DatabaseUnavailable(f"MySQL did not answer: {exc!r}") from exc
 
-    async def _fetch(self, task_id: str) -> TaskRecord | None:
+    async def _execute(self, sql: str, args: Sequence[object]) -> int:
         async with self._cursor() as cursor:
-            await cursor.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id = %s", (task_id,))
-            row = await cursor.fetchone()
-        return None if row is None else _record(row)
+            await cursor.execute(sql, args)
+            return int(cursor.rowcount)
 
     async def create(self, task: NewTask) -> TaskRecord:
         metadata = None if task.metadata is None else orjson.dumps(task.metadata).decode()
         # The timestamp is taken here so that the insert is the only round trip.
         now = datetime.now(UTC)
-        async with self._cursor() as cursor:
-            await cursor.execute(
-                "INSERT INTO tasks (id, title, description, status, metadata, created_at,"
-                " updated_at) VALUES (%s, %s, %s, 'PENDING', %s, %s, %s)",
-                (
-                    task.task_id,
-                    task.title,
-                    task.description,
-                    metadata,
-                    *[now.replace(tzinfo=None)] * 2,
-                ),
-            )
+        naive = now.replace(tzinfo=None)
+        await self._execute(
+            "INSERT INTO tasks (id, title, description, status, metadata, created_at, updated_at)"
+            " VALUES (%s, %s, %s, 'PENDING', %s, %s, %s)",
+            (task.task_id, task.title, task.description, metadata, naive, naive),
+        )
         return TaskRecord(
             task_id=task.task_id,
             title=task.title,
@@ -135,43 +140,106 @@ class MySQLTaskRepository:
         )
 
     async def get(self, task_id: str) -> TaskRecord | None:
-        return await self._fetch(task_id)
-
-    async def delete_pending(self, task_id: str) -> bool:
         async with self._cursor() as cursor:
-            await cursor.execute(
-                "DELETE FROM tasks WHERE id = %s AND status = 'PENDING' AND attempts = 0",
-                (task_id,),
+            await cursor.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id = %s", (task_id,))
+            row = await cursor.fetchone()
+        return None if row is None else _record(row)
+
+    async def mark_dispatched(self, task_ids: Sequence[str]) -> None:
+        if task_ids:
+            await self._execute(
+                "UPDATE tasks SET dispatched_at = UTC_TIMESTAMP(6)"
+                f" WHERE id IN ({_in_clause(len(task_ids))}) AND dispatched_at IS NULL",
+                list(task_ids),
             )
-            return bool(cursor.rowcount)
 
-    async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> ClaimResult:
+    async def dispatch_undispatched(
+        self, *, publish: PublishOne, limit: int, min_age_seconds: float
+    ) -> int:
         async with self._cursor() as cursor:
+            connection = cursor.connection
+            await connection.begin()
+            try:
+                # SKIP LOCKED: several API replicas dispatch side by side without sending
+                # the same rows twice or waiting on each other.
+                await cursor.execute(
+                    f"SELECT {_COLUMNS} FROM tasks WHERE dispatched_at IS NULL"
+                    " AND status = 'PENDING'"
+                    " AND updated_at < UTC_TIMESTAMP(6) - INTERVAL %s MICROSECOND"
+                    " ORDER BY updated_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                    (int(min_age_seconds * 1_000_000), limit),
+                )
+                records = [_record(row) for row in await cursor.fetchall()]
+                confirmed = [r.task_id for r in records if await publish(r)]
+                if confirmed:
+                    await cursor.execute(
+                        "UPDATE tasks SET dispatched_at = UTC_TIMESTAMP(6)"
+                        f" WHERE id IN ({_in_clause(len(confirmed))})",
+                        confirmed,
+                    )
+                await connection.commit()
+            except BaseException:
+                await connection.rollback()
+                raise
+        return len(confirmed)
+
+    async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:
+        async with self._cursor() as cursor:
+            # One round trip: LAST_INSERT_ID(expr) hands the new attempt count back in the OK
+            # packet. The claim also sets the outbox mark: a worker holding the message proves
+            # it was dispatched, so the dispatcher will not send it again.
             await cursor.execute(
-                "UPDATE tasks SET status = 'PROCESSING', attempts = attempts + 1,"
-                " lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND"
+                "UPDATE tasks SET status = 'PROCESSING', attempts = LAST_INSERT_ID(attempts + 1),"
+                " lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND,"
+                " dispatched_at = COALESCE(dispatched_at, UTC_TIMESTAMP(6))"
                 " WHERE id = %s AND (status = 'PENDING' OR (status = 'PROCESSING'"
                 " AND (%s OR lease_expires_at IS NULL OR lease_expires_at < UTC_TIMESTAMP(6))))",
                 (int(lease_seconds * 1_000_000), task_id, steal),
             )
             if cursor.rowcount:
-                return ClaimResult.CLAIMED
+                return Claim(ClaimResult.CLAIMED, attempts=int(cursor.lastrowid))
             await cursor.execute("SELECT status FROM tasks WHERE id = %s", (task_id,))
             row = await cursor.fetchone()
         if row is None:
-            return ClaimResult.NOT_FOUND
+            return Claim(ClaimResult.NOT_FOUND)
         if TaskStatus(row[0]) in FINAL_STATUSES:
-            return ClaimResult.ALREADY_FINAL
-        return ClaimResult.HELD_ELSEWHERE
+            return Claim(ClaimResult.ALREADY_FINAL)
+        return Claim(ClaimResult.HELD_ELSEWHERE)
 
     async def complete(self, task_id: str) -> bool:
-        async with self._cursor() as cursor:
-            await cursor.execute(
+        return bool(
+            await self._execute(
                 "UPDATE tasks SET status = 'COMPLETED', completed_at = UTC_TIMESTAMP(6),"
                 " lease_expires_at = NULL WHERE id = %s AND status = 'PROCESSING'",
                 (task_id,),
             )
-            return bool(cursor.rowcount)
+        )
+
+    async def release_for_retry(self, task_id: str, error: str) -> bool:
+        return bool(
+            await self._execute(
+                "UPDATE tasks SET status = 'PENDING', last_error = %s, lease_expires_at = NULL"
+                " WHERE id = %s AND status = 'PROCESSING'",
+                (error[:500], task_id),
+            )
+        )
+
+    async def fail(self, task_id: str, error: str) -> bool:
+        return bool(
+            await self._execute(
+                "UPDATE tasks SET status = 'FAILED', last_error = %s, lease_expires_at = NULL"
+                " WHERE id = %s AND status = 'PROCESSING'",
+                (error[:500], task_id),
+            )
+        )
+
+    async def reset_failed(self, task_id: str) -> TaskRecord | None:
+        changed = await self._execute(
+            "UPDATE tasks SET status = 'PENDING', attempts = 0, last_error = NULL,"
+            " dispatched_at = NULL, completed_at = NULL WHERE id = %s AND status = 'FAILED'",
+            (task_id,),
+        )
+        return await self.get(task_id) if changed else None
 
     async def ping(self) -> None:
         async with self._cursor() as cursor:

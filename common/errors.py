@@ -31,3 +31,12 @@ class BrokerUnavailable(DependencyUnavailable):
 
 class InvalidTaskMessage(TaskServiceError):
     """A queue message that can never be processed (not JSON, no valid task_id)."""
+
+
+class TaskNotFailed(TaskServiceError):
+    """Only a FAILED task can be re-driven."""
+
+    def __init__(self, task_id: str, status: str) -> None:
+        super().__init__(f"task {task_id} is {status}; only a FAILED task can be retried")
+        self.task_id = task_id
+        self.status = status

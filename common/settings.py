@@ -73,18 +73,34 @@ class Settings(BaseSettings):
     rabbitmq_vhost: str = "/"
     task_queue: str = Field(default="task_queue", min_length=1, max_length=200)
     task_queue_type: Literal["quorum", "classic"] = "quorum"
+    # Quorum queues only: deliveries of one message (crashed consumers included) before it
+    # is dead-lettered.
+    task_queue_delivery_limit: int = Field(default=10, ge=1)
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
+    broker_reconnect_max_seconds: float = Field(default=10.0, gt=0)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     retry_after_seconds: int = Field(default=5, ge=1)
+    dispatch_interval_seconds: float = Field(default=1.0, gt=0)
+    dispatch_min_age_seconds: float = Field(default=2.0, ge=0)
+    dispatch_batch_size: int = Field(default=200, ge=1, le=5000)
 
     processing_delay_min_seconds: float = Field(default=5.0, ge=0)
     processing_delay_max_seconds: float = Field(default=10.0, ge=0)
     worker_concurrency: int = Field(default=16, ge=1, le=10_000)
     task_lease_seconds: float = Field(default=60.0, gt=0)
     requeue_pause_seconds: float = Field(default=1.0, ge=0)
+    worker_shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    # Touched every 5 s while the worker is connected and consuming (container liveness).
+    worker_heartbeat_file: str = "/tmp/worker-heartbeat"
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    retry_backoff_base_seconds: float = Field(default=1.0, gt=0)
+    retry_backoff_factor: float = Field(default=4.0, ge=1)
+    retry_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    unknown_task_max_lookups: int = Field(default=3, ge=1)
+    processing_failure_rate: float = Field(default=0.0, ge=0, le=1)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "text"] = "text"
@@ -109,6 +125,17 @@ class Settings(BaseSettings):
                 "PROCESSING_DELAY_MIN_SECONDS must not exceed PROCESSING_DELAY_MAX_SECONDS"
             )
         return self
+
+    @property
+    def retry_delays_seconds(self) -> tuple[float, ...]:
+        """The backoff before attempt 2, 3, ... MAX_ATTEMPTS: base * factor^n, capped."""
+        return tuple(
+            min(
+                self.retry_backoff_base_seconds * self.retry_backoff_factor**n,
+                self.retry_backoff_max_seconds,
+            )
+            for n in range(max(self.max_attempts - 1, 1))
+        )
 
     @property
     def database(self) -> DatabaseAddress:

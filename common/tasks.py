@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -49,22 +50,56 @@ class ClaimResult(enum.Enum):
     HELD_ELSEWHERE = "held_elsewhere"
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    result: ClaimResult
+    attempts: int = 0  # the task's attempt count after this claim (0 when not claimed)
+
+
+PublishOne = Callable[[TaskRecord], Awaitable[bool]]
+
+
 class TaskRepository(Protocol):
     """Storage for tasks. Every state change is one conditional UPDATE."""
 
-    async def create(self, task: NewTask) -> TaskRecord: ...
+    async def create(self, task: NewTask) -> TaskRecord:
+        """Insert the task as PENDING and not yet dispatched, in one statement."""
+        ...
 
     async def get(self, task_id: str) -> TaskRecord | None: ...
 
-    async def delete_pending(self, task_id: str) -> bool: ...
+    async def mark_dispatched(self, task_ids: Sequence[str]) -> None:
+        """The broker confirmed these tasks' messages: the dispatcher can leave them alone."""
+        ...
 
-    async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> ClaimResult:
-        """PENDING -> PROCESSING. A PROCESSING task is taken over when its lease has
-        expired, or at once when `steal` is set (the message was redelivered)."""
+    async def dispatch_undispatched(
+        self, *, publish: PublishOne, limit: int, min_age_seconds: float
+    ) -> int:
+        """Lock up to `limit` PENDING tasks never confirmed as dispatched (older than
+        `min_age_seconds`, skipping rows another dispatcher holds), call `publish` on each and
+        mark those it confirmed. Returns how many were dispatched."""
+        ...
+
+    async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:
+        """PENDING -> PROCESSING and one more attempt. A PROCESSING task is taken over when
+        its lease has expired, or at once when `steal` is set (the message was redelivered)."""
         ...
 
     async def complete(self, task_id: str) -> bool:
         """PROCESSING -> COMPLETED with completed_at; False when it was not PROCESSING."""
+        ...
+
+    async def release_for_retry(self, task_id: str, error: str) -> bool:
+        """PROCESSING -> PENDING with last_error, after a failed attempt that will be retried."""
+        ...
+
+    async def fail(self, task_id: str, error: str) -> bool:
+        """PROCESSING -> FAILED with last_error, after the last attempt failed."""
+        ...
+
+    async def reset_failed(self, task_id: str) -> TaskRecord | None:
+        """FAILED -> PENDING with a fresh attempt budget, not yet dispatched (a re-drive).
+        None when the task is not FAILED."""
         ...
 
     async def ping(self) -> None: ...

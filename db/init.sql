@@ -11,7 +11,12 @@ CREATE TABLE IF NOT EXISTS tasks (
     metadata         JSON         NULL,
     -- How many times a worker has claimed the task; a claim is an attempt.
     attempts         INT UNSIGNED NOT NULL DEFAULT 0,
+    -- A short, safe summary of the last failed attempt.
     last_error       VARCHAR(500) NULL DEFAULT NULL,
+    -- The outbox mark: NULL until the broker has confirmed the task's message. Written in the
+    -- same statement as the task, so a task can never exist without it; the dispatcher
+    -- publishes whatever stays NULL (broker down, process died between commit and publish).
+    dispatched_at    DATETIME(6)  NULL DEFAULT NULL,
     -- While PROCESSING: until when the claiming worker holds the task. A duplicate message
     -- seen before then is dropped; after it (or on a redelivery) the task may be claimed again.
     lease_expires_at DATETIME(6)  NULL DEFAULT NULL,
@@ -19,5 +24,6 @@ CREATE TABLE IF NOT EXISTS tasks (
     updated_at       DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
     completed_at     DATETIME(6)  NULL DEFAULT NULL,
     PRIMARY KEY (id),
-    KEY idx_tasks_status_created (status, created_at)
+    KEY idx_tasks_status_created (status, created_at),
+    KEY idx_tasks_undispatched (dispatched_at, updated_at)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;

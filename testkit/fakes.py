@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+
+import aio_pika
 
 from common.errors import BrokerUnavailable, DatabaseUnavailable
 from common.messages import TaskMessage
-from common.tasks import FINAL_STATUSES, ClaimResult, NewTask, TaskRecord, TaskStatus
+from common.tasks import (
+    FINAL_STATUSES,
+    Claim,
+    ClaimResult,
+    NewTask,
+    PublishOne,
+    TaskRecord,
+    TaskStatus,
+)
 
 
 class InMemoryTaskRepository:
@@ -16,6 +27,7 @@ class InMemoryTaskRepository:
     def __init__(self) -> None:
         self.rows: dict[str, TaskRecord] = {}
         self.leases: dict[str, datetime] = {}
+        self.dispatched: set[str] = set()
         self.calls: list[str] = []
         self.failure: Exception | None = None  # raised by every call while set
 
@@ -49,41 +61,83 @@ class InMemoryTaskRepository:
         self._enter("get")
         return self.rows.get(task_id)
 
-    async def delete_pending(self, task_id: str) -> bool:
-        self._enter("delete_pending")
-        row = self.rows.get(task_id)
-        if row is None or row.status is not TaskStatus.PENDING or row.attempts:
-            return False
-        del self.rows[task_id]
-        return True
+    async def mark_dispatched(self, task_ids: Sequence[str]) -> None:
+        self._enter("mark_dispatched")
+        self.dispatched.update(task_ids)
+
+    async def dispatch_undispatched(
+        self, *, publish: PublishOne, limit: int, min_age_seconds: float
+    ) -> int:
+        self._enter("dispatch_undispatched")
+        cutoff = datetime.now(UTC) - timedelta(seconds=min_age_seconds)
+        waiting = [
+            row
+            for row in self.rows.values()
+            if row.task_id not in self.dispatched
+            and row.status is TaskStatus.PENDING
+            and row.updated_at <= cutoff
+        ]
+        sent = [row.task_id for row in waiting[:limit] if await publish(row)]
+        self.dispatched.update(sent)
+        return len(sent)
 
     def _update(self, task_id: str, **changes: object) -> None:
         changes.setdefault("updated_at", datetime.now(UTC))
         self.rows[task_id] = dataclasses.replace(self.rows[task_id], **changes)  # type: ignore[arg-type]
 
-    async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> ClaimResult:
+    async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:
         self._enter("claim")
         row = self.rows.get(task_id)
         now = datetime.now(UTC)
         if row is None:
-            return ClaimResult.NOT_FOUND
+            return Claim(ClaimResult.NOT_FOUND)
         if row.status in FINAL_STATUSES:
-            return ClaimResult.ALREADY_FINAL
+            return Claim(ClaimResult.ALREADY_FINAL)
         lease_live = row.status is TaskStatus.PROCESSING and self.leases[task_id] > now
         if lease_live and not steal:
-            return ClaimResult.HELD_ELSEWHERE
+            return Claim(ClaimResult.HELD_ELSEWHERE)
         self.leases[task_id] = now + timedelta(seconds=lease_seconds)
+        self.dispatched.add(task_id)
         self._update(task_id, status=TaskStatus.PROCESSING, attempts=row.attempts + 1)
-        return ClaimResult.CLAIMED
+        return Claim(ClaimResult.CLAIMED, attempts=row.attempts + 1)
 
     async def complete(self, task_id: str) -> bool:
         self._enter("complete")
-        row = self.rows.get(task_id)
-        if row is None or row.status is not TaskStatus.PROCESSING:
-            return False
         now = datetime.now(UTC)
-        self._update(task_id, status=TaskStatus.COMPLETED, completed_at=now, updated_at=now)
+        return self._transition(
+            task_id,
+            TaskStatus.PROCESSING,
+            status=TaskStatus.COMPLETED,
+            completed_at=now,
+            updated_at=now,
+        )
+
+    def _transition(self, task_id: str, source: TaskStatus, **changes: object) -> bool:
+        row = self.rows.get(task_id)
+        if row is None or row.status is not source:
+            return False
+        self._update(task_id, **changes)
         return True
+
+    async def release_for_retry(self, task_id: str, error: str) -> bool:
+        self._enter("release_for_retry")
+        return self._transition(
+            task_id, TaskStatus.PROCESSING, status=TaskStatus.PENDING, last_error=error[:500]
+        )
+
+    async def fail(self, task_id: str, error: str) -> bool:
+        self._enter("fail")
+        return self._transition(
+            task_id, TaskStatus.PROCESSING, status=TaskStatus.FAILED, last_error=error[:500]
+        )
+
+    async def reset_failed(self, task_id: str) -> TaskRecord | None:
+        self._enter("reset_failed")
+        changed = self._transition(
+            task_id, TaskStatus.FAILED, status=TaskStatus.PENDING, attempts=0, last_error=None
+        )
+        self.dispatched.discard(task_id)
+        return self.rows[task_id] if changed else None
 
     async def ping(self) -> None:
         self._enter("ping")
@@ -101,3 +155,20 @@ class RecordingPublisher:
         if self.fail:
             raise BrokerUnavailable("broker is down (fake)")
         self.published.append(message)
+
+
+class RecordingAmqpPublisher:
+    """The AmqpPublisher's interface: keeps (exchange, routing key, message) triples."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str, aio_pika.Message]] = []
+        self.fail = False
+
+    @property
+    def is_open(self) -> bool:
+        return not self.fail
+
+    async def publish(self, message: aio_pika.Message, *, exchange: str, routing_key: str) -> None:
+        if self.fail:
+            raise BrokerUnavailable("broker is down (fake)")
+        self.published.append((exchange, routing_key, message))

@@ -5,6 +5,8 @@ The shared package must be importable: PYTHONPATH holds the repository root.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -17,11 +19,13 @@ from api.middleware import BodySizeLimit, UnhandledErrors
 from api.openapi import install_openapi
 from api.problems import install_problem_handlers
 from api.routes import health_router, tasks_router
-from common.broker import AmqpTaskPublisher, connect_broker
+from common.broker import AmqpPublisher, BrokerLink, BrokerSession, TaskPublisher
 from common.database import MySQLTaskRepository, close_pool, create_pool
 from common.errors import ConfigurationError
 from common.logs import configure_logging
 from common.settings import Settings, load_settings
+from common.topology import Topology
+from services.dispatcher import run_dispatcher
 
 logger = logging.getLogger("api")
 
@@ -32,26 +36,56 @@ Every error answer is an RFC 9457 problem (`application/problem+json`).
 """
 
 
+@asynccontextmanager
+async def backing_services(settings: Settings, app: FastAPI) -> AsyncIterator[None]:
+    """One MySQL pool, one AMQP connection (kept open by BrokerLink) and the dispatcher.
+
+    Neither dependency has to be up at start: requests get a 503 (database) or are queued
+    through the outbox (broker) until it is, and /health says which one is missing.
+    """
+    pool = await create_pool(settings)
+    repository = MySQLTaskRepository(pool, timeout=settings.database_timeout_seconds)
+    amqp = AmqpPublisher(timeout=settings.publish_timeout_seconds)
+    topology = Topology.from_settings(settings)
+
+    async def on_connect(session: BrokerSession) -> None:
+        channel = await session.channel(publisher_confirms=True)
+        await topology.declare(channel)
+        amqp.attach(channel)
+
+    link = BrokerLink(settings, name="task-api", on_connect=on_connect)
+    link.start()
+    await link.wait_connected(settings.publish_timeout_seconds)
+    app.state.repository = repository
+    app.state.publisher = publisher = TaskPublisher(amqp, queue=settings.task_queue)
+    dispatcher = asyncio.create_task(
+        run_dispatcher(
+            repository=repository,
+            publisher=publisher,
+            interval_seconds=settings.dispatch_interval_seconds,
+            min_age_seconds=settings.dispatch_min_age_seconds,
+            batch_size=settings.dispatch_batch_size,
+        )
+    )
+    logger.info("api started", extra={"queue": settings.task_queue, "broker": link.connected})
+    try:
+        yield
+    finally:
+        dispatcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await dispatcher
+        await link.close()
+        await close_pool(pool)
+        logger.info("api stopped")
+
+
 def create_app(settings: Settings) -> FastAPI:
-    """The ASGI app. Its lifespan opens one MySQL pool and one AMQP connection + channel."""
+    """The ASGI app; its lifespan opens the connections (see `backing_services`)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await create_pool(settings)
-        try:
-            connection = await connect_broker(settings)
-            try:
-                app.state.repository = MySQLTaskRepository(
-                    pool, timeout=settings.database_timeout_seconds
-                )
-                app.state.publisher = await AmqpTaskPublisher.open(connection, settings)
-                logger.info("api started", extra={"queue": settings.task_queue})
-                yield
-            finally:
-                await connection.close()
-        finally:
-            await close_pool(pool)
-            logger.info("api stopped")
+        async with backing_services(settings, app):
+            yield
 
     app = FastAPI(
         title="Task service",

@@ -1,33 +1,71 @@
 """The app with its real lifespan, against the real MySQL/MariaDB and RabbitMQ.
 
-Each test session gets a scratch database (from db/init.sql) and a scratch vhost. No worker
-runs here, so what the API published is still in the queue to be inspected.
+The session gets a scratch database (from db/init.sql) and a scratch vhost; the app reaches
+both through TCP proxies that the outage tests cut and restore. No worker runs here, so what
+the API published is still in the queue to be inspected.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 import aio_pika
 import httpx
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel
+from pydantic import SecretStr
 from test_submit import VALID, assert_problem
 
-from common.broker import connect_broker, queue_arguments
 from common.database import MySQLTaskRepository, close_pool, create_pool
 from common.settings import Settings
-from common.tasks import TaskStatus
+from common.tasks import NewTask, TaskStatus
+from common.topology import Topology
 from main import create_app
-from testkit.scratch import scratch_environment
+from testkit.broker import broker_channel, take_all
+from testkit.polling import wait_until
+from testkit.proxy import TcpProxy, tcp_proxy
+from testkit.scratch import database_url, scratch_environment
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-async def settings() -> AsyncIterator[Settings]:
-    async with scratch_environment(max_body_bytes=100_000) as settings:
+async def direct() -> AsyncIterator[Settings]:
+    """Settings that reach the scratch database and vhost directly."""
+    overrides = {"dispatch_interval_seconds": 0.1, "dispatch_min_age_seconds": 0.5}
+    async with scratch_environment(**overrides) as settings:
         yield settings
+
+
+@pytest.fixture(scope="module")
+def db_proxy(direct: Settings) -> Iterator[TcpProxy]:
+    with tcp_proxy(direct.database.host, direct.database.port) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def broker_proxy(direct: Settings) -> Iterator[TcpProxy]:
+    with tcp_proxy(direct.rabbitmq_host, direct.rabbitmq_port) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def settings(direct: Settings, db_proxy: TcpProxy, broker_proxy: TcpProxy) -> Settings:
+    """What the app gets: the same database and vhost, through the proxies."""
+    address = replace(direct.database, host="127.0.0.1", port=db_proxy.port)
+    return direct.model_copy(
+        update={
+            "database_url": SecretStr(database_url(address)),
+            "rabbitmq_host": "127.0.0.1",
+            "rabbitmq_port": broker_proxy.port,
+            "publish_timeout_seconds": 2.0,
+            "database_timeout_seconds": 2.0,
+            "broker_reconnect_max_seconds": 0.5,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,24 +78,26 @@ async def live_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture(scope="module")
-async def repository(settings: Settings) -> AsyncIterator[MySQLTaskRepository]:
-    pool = await create_pool(settings)
+async def repository(direct: Settings) -> AsyncIterator[MySQLTaskRepository]:
+    pool = await create_pool(direct)
     yield MySQLTaskRepository(pool, timeout=5)
     await close_pool(pool)
 
 
 @pytest.fixture(scope="module")
-async def broker(settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
-    connection = await connect_broker(settings)
-    yield connection
-    await connection.close()
+async def channel(direct: Settings) -> AsyncIterator[AbstractChannel]:
+    async with broker_channel(direct) as channel:
+        yield channel
 
 
-@pytest.fixture
-async def channel(broker: AbstractRobustConnection) -> AsyncIterator[AbstractChannel]:
-    channel = await broker.channel()
-    yield channel
-    await channel.close()
+async def queued_ids(
+    channel: AbstractChannel, queue: str
+) -> dict[str, aio_pika.abc.AbstractIncomingMessage]:
+    return {m.message_id or "": m for m in await take_all(channel, queue)}
+
+
+async def healthy(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/health")).status_code == 200
 
 
 async def test_row_exists_as_pending_right_after_the_202(
@@ -79,35 +119,108 @@ async def test_row_exists_as_pending_right_after_the_202(
     assert read["created_at"].endswith("+00:00")
 
 
-async def test_message_is_persistent_on_a_durable_queue(
-    live_client: httpx.AsyncClient, settings: Settings, channel: AbstractChannel
+async def test_message_is_persistent_on_a_durable_quorum_queue(
+    live_client: httpx.AsyncClient, direct: Settings, channel: AbstractChannel
 ) -> None:
     task_id = (await live_client.post("/api/tasks", json=VALID)).json()["task_id"]
 
     # Declaring with durable=True and the same arguments fails (PRECONDITION_FAILED) unless
-    # the queue the API declared is durable with those arguments.
-    queue = await channel.declare_queue(
-        settings.task_queue, durable=True, arguments=queue_arguments(settings)
+    # the queue the API declared is durable with exactly those arguments.
+    topology = Topology.from_settings(direct)
+    await channel.declare_queue(
+        direct.task_queue, durable=True, arguments=topology.work_queue_arguments()
     )
-    found = {}
-    while (message := await queue.get(fail=False)) is not None:
-        found[message.message_id] = message
-        await message.ack()
-    message = found[task_id]
+    assert topology.work_queue_arguments()["x-queue-type"] == "quorum"
+    message = (await queued_ids(channel, direct.task_queue))[task_id]
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     assert message.content_type == "application/json"
-    assert message.body.startswith(b"{")
 
 
 async def test_not_found_and_bad_input(live_client: httpx.AsyncClient) -> None:
     assert_problem(await live_client.get("/api/tasks/3f0c8f8e-0000-4000-8000-000000000000"), 404)
     assert_problem(await live_client.get("/api/tasks/nope"), 404)
     assert_problem(await live_client.post("/api/tasks", json={"title": ""}), 400)
-    too_big = {"title": "t", "description": "d" * 100_001}
+    too_big = {"title": "t", "description": "d" * 1_100_000}
     assert_problem(await live_client.post("/api/tasks", json=too_big), 413)
 
 
-async def test_health_is_ok_with_real_backends(live_client: httpx.AsyncClient) -> None:
-    response = await live_client.get("/health")
-    assert response.status_code == 200
-    assert response.json()["checks"] == {"database": "ok", "broker": "ok"}
+async def test_broker_down_still_accepts_and_dispatches_when_it_returns(
+    live_client: httpx.AsyncClient,
+    broker_proxy: TcpProxy,
+    direct: Settings,
+    channel: AbstractChannel,
+    repository: MySQLTaskRepository,
+) -> None:
+    await queued_ids(channel, direct.task_queue)  # start from an empty queue
+    broker_proxy.cut()
+    try:
+        await wait_until(lambda: _not(healthy(live_client)), timeout=10, what="degraded health")
+        health = (await live_client.get("/health")).json()
+        assert health["checks"]["broker"] == "unavailable"
+        responses = [await live_client.post("/api/tasks", json=VALID) for _ in range(5)]
+        assert [r.status_code for r in responses] == [202] * 5
+    finally:
+        broker_proxy.restore()
+    ids = {r.json()["task_id"] for r in responses}
+    for task_id in ids:
+        record = await repository.get(task_id)
+        assert record is not None
+        assert record.status is TaskStatus.PENDING
+
+    await wait_until(lambda: healthy(live_client), timeout=15, what="broker back")
+    found: set[str] = set()
+
+    async def all_dispatched() -> bool:
+        found.update(await queued_ids(channel, direct.task_queue))
+        return ids <= found
+
+    await wait_until(all_dispatched, timeout=15, what="dispatcher to publish")
+
+
+async def test_task_committed_but_never_published_is_dispatched(
+    live_client: httpx.AsyncClient,
+    direct: Settings,
+    channel: AbstractChannel,
+    repository: MySQLTaskRepository,
+) -> None:
+    # What a crash between the commit and the publish leaves behind: a row, no message.
+    task_id = str(uuid.uuid4())
+    await repository.create(NewTask(task_id, "orphan", "d", None))
+    found: set[str] = set()
+
+    async def dispatched() -> bool:
+        found.update(await queued_ids(channel, direct.task_queue))
+        return task_id in found
+
+    await wait_until(dispatched, timeout=15, what="dispatcher to publish the orphan")
+
+
+async def test_database_down_is_503_with_retry_after_and_nothing_half_written(
+    live_client: httpx.AsyncClient,
+    db_proxy: TcpProxy,
+    direct: Settings,
+    channel: AbstractChannel,
+) -> None:
+    await queued_ids(channel, direct.task_queue)
+    db_proxy.cut()
+    try:
+        response = await live_client.post("/api/tasks", json=VALID)
+        problem = assert_problem(response, 503)
+        assert response.headers["retry-after"] == str(direct.retry_after_seconds)
+        assert "database" in problem["detail"]
+        assert_problem(await live_client.get(f"/api/tasks/{uuid.uuid4()}"), 503)
+        health = await live_client.get("/health")
+        assert health.status_code == 503
+        assert health.json()["checks"]["database"] == "unavailable"
+    finally:
+        db_proxy.restore()
+    assert await queued_ids(channel, direct.task_queue) == {}  # no message for a refused task
+
+    async def accepted_again() -> bool:
+        return (await live_client.post("/api/tasks", json=VALID)).status_code == 202
+
+    await wait_until(accepted_again, timeout=15, what="database back")
+
+
+async def _not(probe: asyncio.Future[bool] | object) -> bool:
+    return not await probe  # type: ignore[misc]

@@ -46,7 +46,7 @@ async def test_accepts_a_task_stores_it_and_publishes_it(
         {"album": 42},
     )
     # The row is written before the message goes out, so a worker always finds it.
-    assert repository.calls == ["create"]
+    assert repository.calls == ["create", "mark_dispatched"]
 
 
 async def test_each_task_gets_its_own_uuid4(client: httpx.AsyncClient) -> None:
@@ -170,15 +170,34 @@ async def test_database_down_is_503_with_retry_after(
     assert publisher.published == []
 
 
-async def test_unconfirmed_publish_is_503_and_leaves_no_pending_row(
+async def test_unconfirmed_publish_still_accepts_and_leaves_the_task_to_the_dispatcher(
     client: httpx.AsyncClient, repository: InMemoryTaskRepository, publisher: RecordingPublisher
 ) -> None:
     publisher.fail = True
     response = await client.post("/api/tasks", json=VALID)
-    problem = assert_problem(response, 503)
-    assert response.headers["retry-after"] == "7"
-    assert "broker" in problem["detail"]
-    assert repository.rows == {}
+
+    assert response.status_code == 202
+    task_id = response.json()["task_id"]
+    assert repository.rows[task_id].status is TaskStatus.PENDING
+    assert task_id not in repository.dispatched  # the outbox mark is still unset
+
+
+async def test_broker_known_down_is_not_even_tried(
+    client: httpx.AsyncClient, repository: InMemoryTaskRepository, publisher: RecordingPublisher
+) -> None:
+    publisher.is_open = False
+    response = await client.post("/api/tasks", json=VALID)
+    assert response.status_code == 202
+    assert publisher.published == []
+    assert repository.dispatched == set()
+
+
+async def test_confirmed_publish_sets_the_outbox_mark(
+    client: httpx.AsyncClient, repository: InMemoryTaskRepository
+) -> None:
+    task_id = (await client.post("/api/tasks", json=VALID)).json()["task_id"]
+    assert task_id in repository.dispatched
+    assert repository.calls == ["create", "mark_dispatched"]
 
 
 async def test_unexpected_error_is_a_500_problem_without_internals(

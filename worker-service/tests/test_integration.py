@@ -8,16 +8,15 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import aio_pika
 import pytest
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractChannel
 
-from common.broker import AmqpTaskPublisher, connect_broker, declare_task_queue
 from common.database import MySQLTaskRepository, close_pool, create_pool
 from common.messages import TaskMessage
 from common.settings import Settings
 from common.tasks import NewTask, TaskRecord, TaskStatus
 from main import run_worker
+from testkit.broker import broker_channel, publish_raw, publish_task, ready_messages
 from testkit.polling import wait_until
 from testkit.scratch import scratch_environment
 
@@ -39,15 +38,9 @@ async def repository(settings: Settings) -> AsyncIterator[MySQLTaskRepository]:
 
 
 @pytest.fixture(scope="module")
-async def broker(settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
-    connection = await connect_broker(settings)
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture(scope="module")
-async def publisher(broker: AbstractRobustConnection, settings: Settings) -> AmqpTaskPublisher:
-    return await AmqpTaskPublisher.open(broker, settings)
+async def channel(settings: Settings) -> AsyncIterator[AbstractChannel]:
+    async with broker_channel(settings) as channel:
+        yield channel
 
 
 @asynccontextmanager
@@ -72,20 +65,18 @@ async def completed(repository: MySQLTaskRepository, task_id: str) -> TaskRecord
     return record if record and record.status is TaskStatus.COMPLETED else None
 
 
-async def queue_drained(broker: AbstractRobustConnection, settings: Settings) -> bool:
+async def queue_drained(channel: AbstractChannel, settings: Settings) -> bool:
     """No message is waiting (those being worked on are not counted)."""
-    async with broker.channel() as channel:
-        queue = await declare_task_queue(channel, settings)
-        return not queue.declaration_result.message_count
+    return await ready_messages(channel, settings.task_queue) == 0
 
 
 async def test_published_tasks_reach_completed(
-    repository: MySQLTaskRepository, publisher: AmqpTaskPublisher, settings: Settings
+    repository: MySQLTaskRepository, channel: AbstractChannel, settings: Settings
 ) -> None:
     records = [await new_task(repository) for _ in range(20)]
     async with running_worker(settings) as worker:
         for record in records:
-            await publisher.publish(TaskMessage.from_record(record))
+            await publish_task(channel, settings, TaskMessage.from_record(record))
         for record in records:
             done = await wait_until(
                 functools.partial(completed, repository, record.task_id), timeout=20
@@ -98,17 +89,16 @@ async def test_published_tasks_reach_completed(
 
 async def test_duplicate_messages_complete_the_task_once(
     repository: MySQLTaskRepository,
-    publisher: AmqpTaskPublisher,
-    broker: AbstractRobustConnection,
+    channel: AbstractChannel,
     settings: Settings,
 ) -> None:
     record = await new_task(repository)
     async with running_worker(settings):
-        await publisher.publish(TaskMessage.from_record(record))
+        await publish_task(channel, settings, TaskMessage.from_record(record))
         first = await wait_until(lambda: completed(repository, record.task_id), timeout=20)
         for _ in range(3):
-            await publisher.publish(TaskMessage.from_record(record))
-        await wait_until(lambda: queue_drained(broker, settings), timeout=20, what="drained")
+            await publish_task(channel, settings, TaskMessage.from_record(record))
+        await wait_until(lambda: queue_drained(channel, settings), timeout=20, what="drained")
     # The worker has settled every delivery by now. None of the duplicates redid anything.
     again = await repository.get(record.task_id)
     assert again is not None
@@ -117,25 +107,21 @@ async def test_duplicate_messages_complete_the_task_once(
         first.completed_at,
         1,
     )
-    assert await queue_drained(broker, settings)
+    assert await queue_drained(channel, settings)
 
 
 async def test_invalid_messages_are_dropped_and_the_worker_keeps_going(
     repository: MySQLTaskRepository,
-    broker: AbstractRobustConnection,
     settings: Settings,
-    publisher: AmqpTaskPublisher,
+    channel: AbstractChannel,
 ) -> None:
-    async with broker.channel() as channel:
-        for body in (b"not json", b'{"task_id": "nope"}', b"{}"):
-            await channel.default_exchange.publish(
-                aio_pika.Message(body=body), routing_key=settings.task_queue
-            )
+    for body in (b"not json", b'{"task_id": "nope"}', b"{}"):
+        await publish_raw(channel, settings, body)
     record = await new_task(repository)
-    await publisher.publish(TaskMessage.from_record(record))
+    await publish_task(channel, settings, TaskMessage.from_record(record))
     async with running_worker(settings) as worker:
         await wait_until(lambda: completed(repository, record.task_id), timeout=20)
-        await wait_until(lambda: queue_drained(broker, settings), timeout=20, what="drained")
+        await wait_until(lambda: queue_drained(channel, settings), timeout=20, what="drained")
         assert not worker.done()
     # Rejected without requeue: after the worker stopped, nothing came back to the queue.
-    assert await queue_drained(broker, settings)
+    assert await queue_drained(channel, settings)

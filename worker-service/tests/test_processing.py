@@ -1,4 +1,4 @@
-"""The worker's transitions and how each delivery is settled, against the fake repository."""
+"""The worker's transitions and how each delivery is settled, against the fakes."""
 
 from __future__ import annotations
 
@@ -9,15 +9,20 @@ import uuid
 import pytest
 from conftest import FakeDelivery, RecordingWork
 
+from common.broker import ATTEMPTS_HEADER, LOOKUPS_HEADER
 from common.messages import TaskMessage
 from common.tasks import NewTask, TaskStatus
 from models.outcomes import Outcome
 from services.consumer import TaskConsumer
-from services.processor import process_task
-from services.work import simulated_work
-from testkit.fakes import InMemoryTaskRepository
+from services.processor import error_summary, process_task
+from services.work import SimulatedFailure, simulated_work
+from testkit.fakes import InMemoryTaskRepository, RecordingAmqpPublisher
 
 pytestmark = pytest.mark.unit
+
+ACK = [("ack", None)]
+DEAD_LETTER = [("reject", False)]
+REQUEUE = [("nack", True)]
 
 
 async def pending_task(repository: InMemoryTaskRepository) -> TaskMessage:
@@ -25,16 +30,31 @@ async def pending_task(repository: InMemoryTaskRepository) -> TaskMessage:
     return TaskMessage.from_record(record)
 
 
+async def process(
+    repository: InMemoryTaskRepository,
+    message: TaskMessage,
+    work: RecordingWork,
+    *,
+    take_over: bool = False,
+) -> Outcome:
+    result = await process_task(
+        repository=repository,
+        message=message,
+        work=work,
+        max_attempts=3,
+        lease_seconds=60,
+        take_over=take_over,
+    )
+    return result.outcome
+
+
 async def test_pending_task_is_claimed_worked_and_completed(
     repository: InMemoryTaskRepository, work: RecordingWork
 ) -> None:
     message = await pending_task(repository)
 
-    outcome = await process_task(
-        repository=repository, message=message, work=work, lease_seconds=60, redelivered=False
-    )
+    assert await process(repository, message, work) is Outcome.COMPLETED
 
-    assert outcome is Outcome.COMPLETED
     assert work.done == [message.task_id]
     row = repository.rows[message.task_id]
     assert row.status is TaskStatus.COMPLETED
@@ -55,7 +75,7 @@ async def test_second_delivery_of_a_completed_task_does_nothing(
 
     assert work.done == [message.task_id]
     assert repository.rows[message.task_id].completed_at == completed_at
-    assert first.settled == second.settled == [("ack", None)]
+    assert first.settled == second.settled == ACK
 
 
 async def test_duplicate_while_another_worker_holds_the_task_is_dropped(
@@ -64,27 +84,41 @@ async def test_duplicate_while_another_worker_holds_the_task_is_dropped(
     message = await pending_task(repository)
     await repository.claim(message.task_id, lease_seconds=60, steal=False)
 
-    outcome = await process_task(
-        repository=repository, message=message, work=work, lease_seconds=60, redelivered=False
-    )
-
-    assert outcome is Outcome.DUPLICATE
+    assert await process(repository, message, work) is Outcome.DUPLICATE
     assert work.done == []
     assert repository.rows[message.task_id].status is TaskStatus.PROCESSING
 
 
-async def test_redelivery_takes_over_a_task_left_processing(
+async def test_take_over_claims_a_task_left_processing(
     repository: InMemoryTaskRepository, work: RecordingWork
 ) -> None:
     message = await pending_task(repository)
     await repository.claim(message.task_id, lease_seconds=60, steal=False)  # then the worker died
 
-    outcome = await process_task(
-        repository=repository, message=message, work=work, lease_seconds=60, redelivered=True
-    )
-
-    assert outcome is Outcome.COMPLETED
+    assert await process(repository, message, work, take_over=True) is Outcome.COMPLETED
     assert repository.rows[message.task_id].attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("redelivered", "headers"),
+    [(True, {}), (False, {ATTEMPTS_HEADER: 1})],
+    ids=["redelivery", "retry"],
+)
+async def test_redelivery_or_retry_message_takes_over(
+    consumer: TaskConsumer,
+    repository: InMemoryTaskRepository,
+    work: RecordingWork,
+    redelivered: bool,
+    headers: dict[str, int],
+) -> None:
+    message = await pending_task(repository)
+    await repository.claim(message.task_id, lease_seconds=60, steal=False)
+    delivery = FakeDelivery(message.encode(), redelivered=redelivered, headers=headers)
+
+    await consumer.on_message(delivery.as_message())
+
+    assert delivery.settled == ACK
+    assert repository.rows[message.task_id].status is TaskStatus.COMPLETED
 
 
 async def test_expired_lease_lets_a_plain_duplicate_take_over(
@@ -93,15 +127,11 @@ async def test_expired_lease_lets_a_plain_duplicate_take_over(
     message = await pending_task(repository)
     await repository.claim(message.task_id, lease_seconds=0, steal=False)
 
-    outcome = await process_task(
-        repository=repository, message=message, work=work, lease_seconds=60, redelivered=False
-    )
-
-    assert outcome is Outcome.COMPLETED
+    assert await process(repository, message, work) is Outcome.COMPLETED
 
 
 async def test_completion_is_written_once_when_two_holders_finish(
-    repository: InMemoryTaskRepository, work: RecordingWork
+    repository: InMemoryTaskRepository,
 ) -> None:
     message = await pending_task(repository)
     await repository.claim(message.task_id, lease_seconds=60, steal=False)
@@ -110,6 +140,84 @@ async def test_completion_is_written_once_when_two_holders_finish(
 
     assert not await repository.complete(message.task_id)
     assert repository.rows[message.task_id].completed_at == completed_at
+
+
+async def test_failed_attempt_is_recorded_and_retried_after_a_backoff(
+    consumer: TaskConsumer,
+    repository: InMemoryTaskRepository,
+    work: RecordingWork,
+    retries: RecordingAmqpPublisher,
+) -> None:
+    message = await pending_task(repository)
+    work.failure = SimulatedFailure("disk full\nsecret trace")
+    delivery = FakeDelivery(message.encode())
+
+    await consumer.on_message(delivery.as_message())
+
+    assert delivery.settled == ACK  # acked only after the retry copy was confirmed
+    row = repository.rows[message.task_id]
+    assert (row.status, row.attempts) == (TaskStatus.PENDING, 1)
+    assert row.last_error == "SimulatedFailure: disk full"
+    [(exchange, routing_key, copy)] = retries.published
+    assert (exchange, routing_key) == ("tasks.retry", "tasks.retry.100ms")
+    assert copy.headers[ATTEMPTS_HEADER] == 1
+    # The jitter: the copy's own TTL (ms, on the wire) lies within the upper half of the tier.
+    assert copy.properties.expiration is not None
+    assert 50 <= int(copy.properties.expiration) <= 100
+    assert copy.body == message.encode()
+
+
+async def test_backoff_grows_with_each_attempt(
+    consumer: TaskConsumer,
+    repository: InMemoryTaskRepository,
+    work: RecordingWork,
+    retries: RecordingAmqpPublisher,
+) -> None:
+    message = await pending_task(repository)
+    work.failure = SimulatedFailure("boom")
+    await consumer.on_message(FakeDelivery(message.encode()).as_message())
+    retry = FakeDelivery(message.encode(), headers={ATTEMPTS_HEADER: 1})
+    await consumer.on_message(retry.as_message())
+
+    assert [routing_key for _, routing_key, _ in retries.published] == [
+        "tasks.retry.100ms",
+        "tasks.retry.400ms",
+    ]
+    assert retries.published[1][2].headers[ATTEMPTS_HEADER] == 2
+
+
+async def test_last_attempt_marks_failed_and_dead_letters(
+    consumer: TaskConsumer,
+    repository: InMemoryTaskRepository,
+    work: RecordingWork,
+    retries: RecordingAmqpPublisher,
+) -> None:
+    message = await pending_task(repository)
+    work.failure = SimulatedFailure("still broken")
+    for attempt in range(3):
+        delivery = FakeDelivery(message.encode(), headers={ATTEMPTS_HEADER: attempt})
+        await consumer.on_message(delivery.as_message())
+
+    assert delivery.settled == DEAD_LETTER
+    row = repository.rows[message.task_id]
+    assert (row.status, row.attempts) == (TaskStatus.FAILED, 3)
+    assert row.last_error == "SimulatedFailure: still broken"
+    assert len(retries.published) == 2
+
+
+async def test_failed_task_is_not_run_again(
+    consumer: TaskConsumer, repository: InMemoryTaskRepository, work: RecordingWork
+) -> None:
+    message = await pending_task(repository)
+    await repository.claim(message.task_id, lease_seconds=60, steal=False)
+    await repository.fail(message.task_id, "gave up")
+    delivery = FakeDelivery(message.encode(), redelivered=True)
+
+    await consumer.on_message(delivery.as_message())
+
+    assert delivery.settled == ACK
+    assert work.done == []
+    assert repository.rows[message.task_id].status is TaskStatus.FAILED
 
 
 @pytest.mark.parametrize(
@@ -123,27 +231,35 @@ async def test_completion_is_written_once_when_two_holders_finish(
         b'{"task_id": "0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5"}',
     ],
 )
-async def test_invalid_message_is_rejected_without_requeue(
-    consumer: TaskConsumer, work: RecordingWork, body: bytes
+async def test_invalid_message_is_dead_lettered_without_retry(
+    consumer: TaskConsumer, work: RecordingWork, retries: RecordingAmqpPublisher, body: bytes
 ) -> None:
     delivery = FakeDelivery(body)
     await consumer.on_message(delivery.as_message())
-    assert delivery.settled == [("reject", False)]
+    assert delivery.settled == DEAD_LETTER
     assert work.done == []
+    assert retries.published == []
 
 
-async def test_message_for_unknown_task_is_rejected(
-    consumer: TaskConsumer, work: RecordingWork
+async def test_unknown_task_is_looked_up_again_then_dead_lettered(
+    consumer: TaskConsumer, work: RecordingWork, retries: RecordingAmqpPublisher
 ) -> None:
     message = TaskMessage(str(uuid.uuid4()), "t", "d", None)
-    delivery = FakeDelivery(message.encode())
-    await consumer.on_message(delivery.as_message())
-    assert delivery.settled == [("reject", False)]
+    first = FakeDelivery(message.encode())
+    await consumer.on_message(first.as_message())
+    assert first.settled == ACK
+    [(_, _, copy)] = retries.published
+    assert copy.headers[LOOKUPS_HEADER] == 1
+    assert copy.headers[ATTEMPTS_HEADER] == 0  # the retry budget is not touched
+
+    last = FakeDelivery(message.encode(), headers={LOOKUPS_HEADER: 2})
+    await consumer.on_message(last.as_message())
+    assert last.settled == DEAD_LETTER
     assert work.done == []
 
 
-async def test_database_error_requeues_the_message(
-    consumer: TaskConsumer, repository: InMemoryTaskRepository
+async def test_database_error_retries_through_the_broker(
+    consumer: TaskConsumer, repository: InMemoryTaskRepository, retries: RecordingAmqpPublisher
 ) -> None:
     message = await pending_task(repository)
     repository.fail_with_unavailable()
@@ -151,20 +267,34 @@ async def test_database_error_requeues_the_message(
 
     await consumer.on_message(delivery.as_message())
 
-    assert delivery.settled == [("nack", True)]
+    assert delivery.settled == ACK
+    [(_, _, copy)] = retries.published
+    assert copy.headers[ATTEMPTS_HEADER] == 1
 
 
-async def test_failing_work_requeues_and_leaves_the_task_unfinished(
-    consumer: TaskConsumer, repository: InMemoryTaskRepository, work: RecordingWork
+async def test_database_and_broker_down_requeues_the_message(
+    consumer: TaskConsumer, repository: InMemoryTaskRepository, retries: RecordingAmqpPublisher
 ) -> None:
     message = await pending_task(repository)
-    work.failure = ValueError("boom")
+    repository.fail_with_unavailable()
+    retries.fail = True
     delivery = FakeDelivery(message.encode())
 
     await consumer.on_message(delivery.as_message())
 
-    assert delivery.settled == [("nack", True)]
-    assert repository.rows[message.task_id].status is TaskStatus.PROCESSING
+    assert delivery.settled == REQUEUE
+
+
+async def test_unexpected_error_requeues(
+    consumer: TaskConsumer, repository: InMemoryTaskRepository
+) -> None:
+    message = await pending_task(repository)
+    repository.failure = RuntimeError("a bug")
+    delivery = FakeDelivery(message.encode())
+
+    await consumer.on_message(delivery.as_message())
+
+    assert delivery.settled == REQUEUE
     assert consumer.in_flight == 0
 
 
@@ -184,6 +314,12 @@ async def test_ack_comes_after_the_completion_is_committed(
     assert seen_at_ack == [TaskStatus.COMPLETED]
 
 
+def test_error_summary_is_short_and_has_no_trace() -> None:
+    assert error_summary(ValueError("bad value\n  File x.py")) == "ValueError: bad value"
+    assert error_summary(TimeoutError()) == "TimeoutError"
+    assert len(error_summary(RuntimeError("x" * 2000))) == 500
+
+
 async def test_simulated_work_sleeps_within_the_range_without_blocking() -> None:
     work = simulated_work(0.05, 0.1)
     message = TaskMessage(str(uuid.uuid4()), "t", "d", None)
@@ -192,3 +328,11 @@ async def test_simulated_work_sleeps_within_the_range_without_blocking() -> None
     await asyncio.gather(*(work(message) for _ in range(20)))
     elapsed = time.monotonic() - started
     assert 0.05 <= elapsed < 1.0
+
+
+async def test_failure_rate_one_always_fails_and_zero_never() -> None:
+    message = TaskMessage(str(uuid.uuid4()), "t", "d", None)
+    with pytest.raises(SimulatedFailure):
+        await simulated_work(0, 0, failure_rate=1.0)(message)
+    for _ in range(50):
+        await simulated_work(0, 0, failure_rate=0.0)(message)

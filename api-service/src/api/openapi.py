@@ -26,6 +26,14 @@ _EXAMPLES: dict[int, dict[str, Any]] = {
         "detail": "task 0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f does not exist",
         "instance": "/api/tasks/0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f",
     },
+    409: {
+        "type": "about:blank",
+        "title": "Conflict",
+        "status": 409,
+        "detail": "task 0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f is COMPLETED; only a FAILED task can be retried",
+        "instance": "/api/tasks/0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f/retry",
+        "task_status": "COMPLETED",
+    },
     413: {
         "type": "about:blank",
         "title": "Request Entity Too Large",
@@ -57,6 +65,7 @@ _EXAMPLES: dict[int, dict[str, Any]] = {
 _DESCRIPTIONS = {
     400: "Malformed JSON, or a body that breaks the rules (each bad field is listed).",
     404: "No task has this id.",
+    409: "The task is not FAILED, so there is nothing to retry.",
     413: "The body is larger than MAX_BODY_BYTES.",
     415: "The body is not declared as JSON.",
     500: "An unexpected error; details are in the server log, not in the answer.",

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from common.errors import DependencyUnavailable, TaskNotFound
+from common.errors import DependencyUnavailable, TaskNotFailed, TaskNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,10 @@ def install_problem_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
     async def on_not_found(request: Request, exc: Exception) -> Response:
         return problem(404, str(exc), instance=request.url.path)
 
+    async def on_not_failed(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, TaskNotFailed)
+        return problem(409, str(exc), instance=request.url.path, task_status=exc.status)
+
     async def on_unavailable(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, DependencyUnavailable)
         logger.warning(
@@ -108,4 +112,5 @@ def install_problem_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(TaskNotFound, on_not_found)
+    app.add_exception_handler(TaskNotFailed, on_not_failed)
     app.add_exception_handler(DependencyUnavailable, on_unavailable)

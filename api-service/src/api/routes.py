@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
 from api.deps import PublisherDep, RepositoryDep, require_json_body
 from api.openapi import problem_responses
 from api.problems import UNAVAILABLE_PROBLEM, problem
+from common.tasks import TaskRecord
 from models.health import Health
 from models.tasks import TaskAccepted, TaskCreate, TaskPublic
 from services.health import check_health
-from services.tasks import get_task, submit_task
+from services.tasks import get_task, retry_task, submit_task
+
+ACCEPTED_HEADERS: dict[str, Any] = {
+    "headers": {"Location": {"description": "Where to poll the task", "schema": {"type": "string"}}}
+}
 
 tasks_router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 health_router = APIRouter(tags=["health"])
@@ -23,22 +30,16 @@ health_router = APIRouter(tags=["health"])
     summary="Submit a task",
     response_description="Stored as PENDING and queued; poll the Location header's URL.",
     dependencies=[Depends(require_json_body)],
-    responses={
-        202: {
-            "headers": {
-                "Location": {
-                    "description": "Where to poll the task",
-                    "schema": {"type": "string"},
-                }
-            }
-        },
-        **problem_responses(400, 413, 415, 500, 503),
-    },
+    responses={202: ACCEPTED_HEADERS, **problem_responses(400, 413, 415, 500, 503)},
 )
 async def create_task(
     body: TaskCreate, repository: RepositoryDep, publisher: PublisherDep, response: Response
 ) -> TaskAccepted:
-    """Store the task and queue it for a worker. Answers once the broker confirmed the message."""
+    """Store the task and queue it for a worker.
+
+    Answers 202 once the task is committed in MySQL. Its message is normally confirmed by
+    RabbitMQ before the answer; if the broker is down, the dispatcher sends it when it is back.
+    """
     record = await submit_task(
         repository=repository,
         publisher=publisher,
@@ -46,12 +47,14 @@ async def create_task(
         description=body.description,
         metadata=body.metadata,
     )
+    return _accepted(record, response, "Task accepted")
+
+
+def _accepted(record: TaskRecord, response: Response, what: str) -> TaskAccepted:
     location = f"/api/tasks/{record.task_id}"
     response.headers["Location"] = location
     return TaskAccepted(
-        task_id=record.task_id,
-        status=record.status,
-        message=f"Task accepted; poll {location}",
+        task_id=record.task_id, status=record.status, message=f"{what}; poll {location}"
     )
 
 
@@ -63,6 +66,21 @@ async def create_task(
 async def read_task(task_id: str, repository: RepositoryDep) -> TaskPublic:
     record = await get_task(repository=repository, task_id=task_id)
     return TaskPublic.from_record(record)
+
+
+@tasks_router.post(
+    "/{task_id}/retry",
+    status_code=202,
+    summary="Re-drive a FAILED task",
+    response_description="PENDING again with a fresh attempt budget, and queued.",
+    responses={202: ACCEPTED_HEADERS, **problem_responses(404, 409, 500, 503)},
+)
+async def retry_failed_task(
+    task_id: str, repository: RepositoryDep, publisher: PublisherDep, response: Response
+) -> TaskAccepted:
+    """Put a FAILED task back to PENDING (attempts start again from zero) and queue it."""
+    record = await retry_task(repository=repository, publisher=publisher, task_id=task_id)
+    return _accepted(record, response, "Task queued again")
 
 
 @health_router.get(

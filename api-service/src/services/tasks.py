@@ -1,4 +1,4 @@
-"""Use cases of the API: accept a task, read a task."""
+"""Use cases of the API: accept a task, read it, re-drive it after it FAILED."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 import uuid
 from typing import Any
 
-from common.errors import BrokerUnavailable, TaskNotFound
+from common.errors import DependencyUnavailable, TaskNotFailed, TaskNotFound
 from common.messages import TaskMessage, is_task_id
 from common.tasks import NewTask, TaskRecord, TaskRepository
 from services.ports import TaskPublisher
@@ -22,24 +22,41 @@ async def submit_task(
     description: str,
     metadata: dict[str, Any] | None,
 ) -> TaskRecord:
-    """Store the task as PENDING, then publish it; return only once the broker confirmed.
+    """Store the task (PENDING, not yet dispatched) and try to publish it at once.
 
-    If the publish fails the row is removed again (unless a worker already took it), so a
-    client that is told to retry does not leave a PENDING task behind that nobody will run.
+    Once the insert has committed the task is accepted, whatever the broker does: a message
+    that is not confirmed now is sent by the dispatcher later (the transactional outbox).
     """
     task = NewTask(
         task_id=str(uuid.uuid4()), title=title, description=description, metadata=metadata
     )
     record = await repository.create(task)
     logger.info("task accepted", extra={"task_id": record.task_id})
+    await dispatch(repository=repository, publisher=publisher, record=record)
+    return record
+
+
+async def dispatch(
+    *, repository: TaskRepository, publisher: TaskPublisher, record: TaskRecord
+) -> bool:
+    """Publish one task's message and, once confirmed, set its outbox mark. Never raises for
+    an unavailable broker or database: the dispatcher covers whatever is left unmarked."""
+    task_id = record.task_id
+    if not publisher.is_open:
+        logger.warning("task publish deferred", extra={"task_id": task_id, "reason": "broker down"})
+        return False
     try:
         await publisher.publish(TaskMessage.from_record(record))
-    except BrokerUnavailable:
-        removed = await repository.delete_pending(record.task_id)
-        logger.warning("task not published", extra={"task_id": record.task_id, "removed": removed})
-        raise
-    logger.info("task published", extra={"task_id": record.task_id})
-    return record
+    except DependencyUnavailable as exc:
+        logger.warning("task publish deferred", extra={"task_id": task_id, "reason": str(exc)})
+        return False
+    logger.info("task published", extra={"task_id": task_id})
+    try:
+        await repository.mark_dispatched([task_id])
+    except DependencyUnavailable as exc:
+        # The dispatcher may send it again; the worker's claim makes that harmless.
+        logger.warning("dispatch mark not written", extra={"task_id": task_id, "error": str(exc)})
+    return True
 
 
 async def get_task(*, repository: TaskRepository, task_id: str) -> TaskRecord:
@@ -47,4 +64,17 @@ async def get_task(*, repository: TaskRepository, task_id: str) -> TaskRecord:
     record = await repository.get(task_id.lower()) if is_task_id(task_id.lower()) else None
     if record is None:
         raise TaskNotFound(task_id)
+    return record
+
+
+async def retry_task(
+    *, repository: TaskRepository, publisher: TaskPublisher, task_id: str
+) -> TaskRecord:
+    """FAILED -> PENDING with a fresh attempt budget, dispatched like a new task."""
+    current = await get_task(repository=repository, task_id=task_id)
+    record = await repository.reset_failed(current.task_id)
+    if record is None:
+        raise TaskNotFailed(current.task_id, current.status)
+    logger.info("task re-driven", extra={"task_id": record.task_id})
+    await dispatch(repository=repository, publisher=publisher, record=record)
     return record

@@ -1,8 +1,9 @@
-"""What became of one delivery; the consumer turns it into ack, requeue or reject."""
+"""What became of one delivery; the consumer turns it into ack, retry or dead-letter."""
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 
 class Outcome(enum.Enum):
@@ -10,3 +11,11 @@ class Outcome(enum.Enum):
     ALREADY_FINAL = "already_final"  # the task was COMPLETED or FAILED before: nothing to do
     DUPLICATE = "duplicate"  # another worker holds a live claim on the task
     UNKNOWN_TASK = "unknown_task"  # no such row in the database
+    RETRY = "retry"  # the attempt failed and was recorded; try again after a backoff
+    FAILED = "failed"  # the last attempt failed; the task is FAILED
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessResult:
+    outcome: Outcome
+    attempts: int = 0  # attempts made so far, where the outcome depends on it

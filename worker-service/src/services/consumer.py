@@ -1,4 +1,11 @@
-"""Turns deliveries into `process_task` calls and outcomes into ack, requeue or reject."""
+"""Turns deliveries into `process_task` calls and outcomes into ack, retry or dead-letter.
+
+Every delivery is settled only after its outcome is committed in MySQL:
+- ack: done (completed, or nothing left to do);
+- retry: a copy goes to a delay queue (confirmed), then the original is acked;
+- dead-letter: rejected without requeue, so the broker moves it to TASK_QUEUE.dlq;
+- requeue: nack with requeue after a short pause, when even the retry could not be published.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +15,20 @@ import logging
 from dataclasses import dataclass, field
 
 from aio_pika.abc import AbstractIncomingMessage
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
-from common.errors import DatabaseUnavailable, InvalidTaskMessage
-from common.messages import decode_task_message
+from common.broker import (
+    ATTEMPTS_HEADER,
+    LOOKUPS_HEADER,
+    UNAVAILABLE,
+    MessagePublisher,
+    task_amqp_message,
+)
+from common.errors import BrokerUnavailable, DatabaseUnavailable, InvalidTaskMessage
+from common.messages import TaskMessage, decode_task_message
 from common.tasks import TaskRepository
 from models.outcomes import Outcome
 from services.processor import process_task
+from services.retry_policy import RetryPolicy
 from services.work import Work
 
 logger = logging.getLogger(__name__)
@@ -23,15 +37,23 @@ logger = logging.getLogger(__name__)
 class Settlement(enum.Enum):
     ACK = "ack"
     REQUEUE = "requeue"
-    REJECT = "reject"
+    DEAD_LETTER = "dead_letter"
+
+
+def _header(message: AbstractIncomingMessage, name: str) -> int:
+    value = (message.headers or {}).get(name, 0)
+    return value if isinstance(value, int) and value >= 0 else 0
 
 
 @dataclass
 class TaskConsumer:
     repository: TaskRepository
     work: Work
+    policy: RetryPolicy
+    retry_publisher: MessagePublisher
     lease_seconds: float
     requeue_pause_seconds: float
+    unknown_task_max_lookups: int = 3
     in_flight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -43,20 +65,92 @@ class TaskConsumer:
         await self._idle.wait()
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
-        """Settle each delivery only after its outcome is committed; never raise."""
+        """Process and settle one delivery; never raises."""
         self.in_flight += 1
         self._idle.clear()
         try:
-            await self._handle(message)
+            settlement = await self._decide(message)
+            await self._settle(message, settlement)
         finally:
             self.in_flight -= 1
             if not self.in_flight:
                 self._idle.set()
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
-        settlement = await self._decide(message)
+    async def _decide(self, message: AbstractIncomingMessage) -> Settlement:
+        try:
+            task = decode_task_message(message.body)
+        except InvalidTaskMessage as exc:
+            logger.warning(
+                "message dead-lettered",
+                extra={"reason": str(exc), "message_id": message.message_id},
+            )
+            return Settlement.DEAD_LETTER
+        attempts = _header(message, ATTEMPTS_HEADER)
+        try:
+            result = await process_task(
+                repository=self.repository,
+                message=task,
+                work=self.work,
+                max_attempts=self.policy.max_attempts,
+                lease_seconds=self.lease_seconds,
+                take_over=bool(message.redelivered) or attempts > 0,
+            )
+        except DatabaseUnavailable as exc:
+            # Not the task's fault, and FAILED could not be written anyway: back off and retry.
+            logger.warning(
+                "database unavailable", extra={"task_id": task.task_id, "error": str(exc)}
+            )
+            return await self._retry(task, attempts=attempts + 1, lookups=0)
+        except Exception:
+            logger.exception("unexpected error", extra={"task_id": task.task_id})
+            return Settlement.REQUEUE
+        if result.outcome is Outcome.UNKNOWN_TASK:
+            return await self._retry_lookup(message, task)
+        if result.outcome is Outcome.RETRY:
+            return await self._retry(task, attempts=result.attempts, lookups=0)
+        if result.outcome is Outcome.FAILED:
+            return Settlement.DEAD_LETTER
+        return Settlement.ACK
+
+    async def _retry_lookup(
+        self, message: AbstractIncomingMessage, task: TaskMessage
+    ) -> Settlement:
+        """A task id with no row: look again a few times, then dead-letter it (a poison
+        message must not burn a retry budget, or loop)."""
+        lookups = _header(message, LOOKUPS_HEADER) + 1
+        if lookups >= self.unknown_task_max_lookups:
+            logger.warning(
+                "message dead-lettered", extra={"task_id": task.task_id, "reason": "unknown task"}
+            )
+            return Settlement.DEAD_LETTER
+        return await self._retry(task, attempts=_header(message, ATTEMPTS_HEADER), lookups=lookups)
+
+    async def _retry(self, task: TaskMessage, *, attempts: int, lookups: int) -> Settlement:
+        backoff = self.policy.backoff(attempts)
+        topology = self.policy.topology
+        copy = task_amqp_message(
+            task, attempts=attempts, lookups=lookups, expiration_seconds=backoff.expiration_seconds
+        )
+        try:
+            await self.retry_publisher.publish(
+                copy,
+                exchange=topology.retry_exchange,
+                routing_key=topology.retry_queue(backoff.tier_ms),
+            )
+        except BrokerUnavailable as exc:
+            logger.warning(
+                "retry not published", extra={"task_id": task.task_id, "error": str(exc)}
+            )
+            return Settlement.REQUEUE
+        logger.info(
+            "task retry scheduled",
+            extra={"task_id": task.task_id, "attempt": attempts, "delay_ms": backoff.tier_ms},
+        )
+        return Settlement.ACK
+
+    async def _settle(self, message: AbstractIncomingMessage, settlement: Settlement) -> None:
         if settlement is Settlement.REQUEUE:
-            # A short pause, so that a database outage is not a hot redelivery loop.
+            # A short pause, so that an outage is not a hot redelivery loop.
             await asyncio.sleep(self.requeue_pause_seconds)
         try:
             if settlement is Settlement.ACK:
@@ -65,37 +159,6 @@ class TaskConsumer:
                 await message.nack(requeue=True)
             else:
                 await message.reject(requeue=False)
-        except (AMQPError, ChannelInvalidStateError, ConnectionError) as exc:
+        except UNAVAILABLE as exc:
             # The channel is gone; the broker redelivers the message and the claim is idempotent.
             logger.warning("could not settle message", extra={"error": repr(exc)})
-
-    async def _decide(self, message: AbstractIncomingMessage) -> Settlement:
-        try:
-            task = decode_task_message(message.body)
-        except InvalidTaskMessage as exc:
-            logger.warning(
-                "message rejected", extra={"reason": str(exc), "message_id": message.message_id}
-            )
-            return Settlement.REJECT
-        try:
-            outcome = await process_task(
-                repository=self.repository,
-                message=task,
-                work=self.work,
-                lease_seconds=self.lease_seconds,
-                redelivered=bool(message.redelivered),
-            )
-        except DatabaseUnavailable as exc:
-            logger.warning(
-                "database unavailable", extra={"task_id": task.task_id, "error": str(exc)}
-            )
-            return Settlement.REQUEUE
-        except Exception:
-            logger.exception("task failed", extra={"task_id": task.task_id})
-            return Settlement.REQUEUE
-        if outcome is Outcome.UNKNOWN_TASK:
-            logger.warning(
-                "message rejected", extra={"task_id": task.task_id, "reason": "unknown task"}
-            )
-            return Settlement.REJECT
-        return Settlement.ACK

@@ -6,7 +6,7 @@ import logging
 
 from common.messages import TaskMessage
 from common.tasks import ClaimResult, TaskRepository
-from models.outcomes import Outcome
+from models.outcomes import Outcome, ProcessResult
 from services.work import Work
 
 logger = logging.getLogger(__name__)
@@ -18,29 +18,56 @@ _SKIPPED = {
 }
 
 
+def error_summary(exc: BaseException) -> str:
+    """Short and safe to show to a client: the exception's type and first line, no trace."""
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first_line}"[:500] if first_line else type(exc).__name__
+
+
 async def process_task(
     *,
     repository: TaskRepository,
     message: TaskMessage,
     work: Work,
+    max_attempts: int,
     lease_seconds: float,
-    redelivered: bool,
-) -> Outcome:
+    take_over: bool,
+) -> ProcessResult:
     """Claim the task, do the work, then mark it COMPLETED in one conditional update.
 
-    A redelivered message takes over a task left PROCESSING: the worker that held it lost
-    its connection or died, and its own copy of the message is this one.
+    `take_over` lets this delivery claim a task left PROCESSING under a live lease: set for a
+    redelivery (the worker that held it lost its connection or died) and for a retry message
+    (the worker that held it gave up its attempt).
+    A failed attempt is recorded on the row: PENDING again with last_error, or FAILED once
+    `max_attempts` have been made. Database errors propagate: they are not the task's fault.
     """
     task_id = message.task_id
-    claim = await repository.claim(task_id, lease_seconds=lease_seconds, steal=redelivered)
-    if claim is not ClaimResult.CLAIMED:
-        logger.info("task skipped", extra={"task_id": task_id, "reason": claim.value})
-        return _SKIPPED[claim]
-    logger.info("task claimed", extra={"task_id": task_id, "redelivered": redelivered})
-    await work(message)
+    claim = await repository.claim(task_id, lease_seconds=lease_seconds, steal=take_over)
+    if claim.result is not ClaimResult.CLAIMED:
+        logger.info("task skipped", extra={"task_id": task_id, "reason": claim.result.value})
+        return ProcessResult(_SKIPPED[claim.result])
+    logger.info("task claimed", extra={"task_id": task_id, "attempt": claim.attempts})
+    try:
+        await work(message)
+    except Exception as exc:
+        return await _record_failure(repository, task_id, exc, claim.attempts, max_attempts)
     if not await repository.complete(task_id):
-        # Another holder finished first; the row already says COMPLETED once.
+        # Another holder finished first; the row already says COMPLETED, once.
         logger.info("task completed elsewhere", extra={"task_id": task_id})
-        return Outcome.ALREADY_FINAL
-    logger.info("task completed", extra={"task_id": task_id})
-    return Outcome.COMPLETED
+        return ProcessResult(Outcome.ALREADY_FINAL)
+    logger.info("task completed", extra={"task_id": task_id, "attempt": claim.attempts})
+    return ProcessResult(Outcome.COMPLETED, claim.attempts)
+
+
+async def _record_failure(
+    repository: TaskRepository, task_id: str, exc: Exception, attempts: int, max_attempts: int
+) -> ProcessResult:
+    error = error_summary(exc)
+    context = {"task_id": task_id, "attempt": attempts, "error": error}
+    if attempts >= max_attempts:
+        await repository.fail(task_id, error)
+        logger.warning("task failed", extra=context)
+        return ProcessResult(Outcome.FAILED, attempts)
+    await repository.release_for_retry(task_id, error)
+    logger.info("task attempt failed", extra=context)
+    return ProcessResult(Outcome.RETRY, attempts)

@@ -1,0 +1,62 @@
+"""Direct access to the test run's RabbitMQ vhost: publish like the API, look into queues."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aio_pika
+from aio_pika.abc import AbstractChannel
+
+from common.broker import task_amqp_message
+from common.messages import TaskMessage
+from common.settings import Settings
+from common.topology import Topology
+
+
+@asynccontextmanager
+async def broker_channel(settings: Settings) -> AsyncIterator[AbstractChannel]:
+    """A confirming channel on a connection of its own, with the topology declared."""
+    connection = await aio_pika.connect(
+        host=settings.rabbitmq_host,
+        port=settings.rabbitmq_port,
+        login=settings.rabbitmq_user,
+        password=settings.rabbitmq_password.get_secret_value(),
+        virtualhost=settings.rabbitmq_vhost,
+    )
+    try:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        await Topology.from_settings(settings).declare(channel)
+        yield channel
+    finally:
+        await connection.close()
+
+
+async def publish_task(channel: AbstractChannel, settings: Settings, message: TaskMessage) -> None:
+    await channel.default_exchange.publish(
+        task_amqp_message(message), routing_key=settings.task_queue, mandatory=True
+    )
+
+
+async def publish_raw(channel: AbstractChannel, settings: Settings, body: bytes) -> None:
+    await channel.default_exchange.publish(
+        aio_pika.Message(body=body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+        routing_key=settings.task_queue,
+    )
+
+
+async def ready_messages(channel: AbstractChannel, queue: str) -> int:
+    """Messages waiting in `queue` (not those delivered and not yet acked)."""
+    declared = await channel.declare_queue(queue, passive=True)
+    return declared.declaration_result.message_count or 0
+
+
+async def take_all(
+    channel: AbstractChannel, queue: str
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Get and ack every message waiting in `queue`."""
+    found = []
+    source = await channel.get_queue(queue, ensure=False)
+    while (message := await source.get(fail=False, no_ack=True)) is not None:
+        found.append(message)
+    return found
