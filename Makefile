@@ -8,7 +8,7 @@ PY := $(CURDIR)/$(VENV)/bin/python
 # The services import the shared package from the repository root.
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install api worker run db test test-unit test-integration lint format clean
+.PHONY: help install api worker run redrive db test test-unit test-integration lint format clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ worker: install ## Run the worker in the foreground
 
 run: install ## Run the API and the worker together; Ctrl-C stops both
 	@trap 'kill 0' INT TERM; $(MAKE) --no-print-directory api & $(MAKE) --no-print-directory worker & wait
+
+redrive: install ## Move dead-lettered task messages back to the work queue
+	cd worker-service/src && $(PY) redrive.py
 
 db: install ## Create the database in DATABASE_URL if missing and load db/init.sql
 	$(PY) -m common.schema

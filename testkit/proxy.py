@@ -27,6 +27,7 @@ class TcpProxy:
         self.target = (target_host, target_port)
         self.port = 0
         self.connections_made = 0
+        self.connections_refused = 0  # attempts while cut: proof that a client tried again
         self._cut = False
         self._transports: set[asyncio.WriteTransport] = set()
         self._loop = asyncio.new_event_loop()
@@ -47,6 +48,7 @@ class TcpProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._cut:
+            self.connections_refused += 1
             writer.transport.abort()
             return
         try:

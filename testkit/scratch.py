@@ -12,6 +12,7 @@ from dataclasses import replace
 from urllib.parse import quote
 
 import httpx
+from pydantic import SecretStr
 
 from common.schema import create_database, drop_database, load_schema
 from common.settings import DatabaseAddress, Settings, load_settings
@@ -100,3 +101,19 @@ def service_environment(settings: Settings) -> dict[str, str]:
         secret = getattr(value, "get_secret_value", None)
         env[name.upper()] = str(secret() if secret else value)
     return env
+
+
+def through_proxies(settings: Settings, *, database_port: int, broker_port: int) -> Settings:
+    """The same database and vhost, reached through TCP proxies on 127.0.0.1, with short
+    timeouts so that an outage is noticed quickly."""
+    address = replace(settings.database, host="127.0.0.1", port=database_port)
+    return settings.model_copy(
+        update={
+            "database_url": SecretStr(database_url(address)),
+            "rabbitmq_host": "127.0.0.1",
+            "rabbitmq_port": broker_port,
+            "publish_timeout_seconds": 2.0,
+            "database_timeout_seconds": 2.0,
+            "broker_reconnect_max_seconds": 0.5,
+        }
+    )

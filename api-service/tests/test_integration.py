@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 
 import aio_pika
 import httpx
 import pytest
 from aio_pika.abc import AbstractChannel
-from pydantic import SecretStr
 from test_submit import VALID, assert_problem
 
 from common.database import MySQLTaskRepository, close_pool, create_pool
@@ -27,7 +25,7 @@ from main import create_app
 from testkit.broker import broker_channel, take_all
 from testkit.polling import wait_until
 from testkit.proxy import TcpProxy, tcp_proxy
-from testkit.scratch import database_url, scratch_environment
+from testkit.scratch import scratch_environment, through_proxies
 
 pytestmark = pytest.mark.integration
 
@@ -55,17 +53,7 @@ def broker_proxy(direct: Settings) -> Iterator[TcpProxy]:
 @pytest.fixture(scope="module")
 def settings(direct: Settings, db_proxy: TcpProxy, broker_proxy: TcpProxy) -> Settings:
     """What the app gets: the same database and vhost, through the proxies."""
-    address = replace(direct.database, host="127.0.0.1", port=db_proxy.port)
-    return direct.model_copy(
-        update={
-            "database_url": SecretStr(database_url(address)),
-            "rabbitmq_host": "127.0.0.1",
-            "rabbitmq_port": broker_proxy.port,
-            "publish_timeout_seconds": 2.0,
-            "database_timeout_seconds": 2.0,
-            "broker_reconnect_max_seconds": 0.5,
-        }
-    )
+    return through_proxies(direct, database_port=db_proxy.port, broker_port=broker_proxy.port)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,92 @@
+"""A worker killed with SIGKILL mid-task: its unacked messages come back and another worker
+finishes every task, each exactly once. Real processes, real MariaDB and RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from common.settings import Settings
+from testkit.polling import wait_until
+from testkit.processes import free_port, service_process
+from testkit.scratch import scratch_environment, service_environment
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def settings() -> AsyncIterator[Settings]:
+    overrides = {
+        "api_port": free_port(),
+        "processing_delay_min_seconds": 1.0,
+        "processing_delay_max_seconds": 1.5,
+        "log_format": "json",
+    }
+    async with scratch_environment(**overrides) as settings:
+        yield settings
+
+
+def completions(*logs: Path) -> Counter[str]:
+    """How many times each task was committed COMPLETED, from the workers' JSON logs."""
+    counts: Counter[str] = Counter()
+    for log in logs:
+        for line in log.read_text().splitlines():
+            if line.startswith("{"):
+                entry = json.loads(line)
+                if entry["event"] == "task completed":
+                    counts[entry["task_id"]] += 1
+    return counts
+
+
+async def test_killed_worker_tasks_are_taken_over_and_completed_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    env = service_environment(settings)
+    base_url = f"http://127.0.0.1:{settings.api_port}"
+    with service_process("api-service", env, tmp_path / "api.log"):
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            await wait_until(lambda: _healthy(client), timeout=30, what="API up")
+            with service_process("worker-service", env, tmp_path / "victim.log") as victim:
+                ids = [
+                    (
+                        await client.post("/api/tasks", json={"title": f"t{n}", "description": "d"})
+                    ).json()["task_id"]
+                    for n in range(12)
+                ]
+                await wait_until(
+                    lambda: _count(client, ids, "PROCESSING", at_least=3),
+                    timeout=20,
+                    what="tasks in flight",
+                )
+                victim.send_signal(signal.SIGKILL)
+                victim.wait(timeout=10)
+            with service_process("worker-service", env, tmp_path / "rescuer.log"):
+                await wait_until(
+                    lambda: _count(client, ids, "COMPLETED", at_least=len(ids)),
+                    timeout=60,
+                    what="every task COMPLETED",
+                )
+                tasks = [(await client.get(f"/api/tasks/{i}")).json() for i in ids]
+    counts = completions(tmp_path / "victim.log", tmp_path / "rescuer.log")
+    assert all(counts[task_id] == 1 for task_id in ids), counts
+    # The tasks the victim held were claimed a second time, by the rescuer.
+    assert any(task["attempts"] >= 2 for task in tasks)
+
+
+async def _healthy(client: httpx.AsyncClient) -> bool:
+    try:
+        return (await client.get("/health")).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+async def _count(client: httpx.AsyncClient, ids: list[str], status: str, *, at_least: int) -> bool:
+    statuses = await asyncio.gather(*(client.get(f"/api/tasks/{i}") for i in ids))
+    return sum(r.json()["status"] == status for r in statuses) >= at_least
