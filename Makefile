@@ -8,7 +8,7 @@ PY := $(CURDIR)/$(VENV)/bin/python
 # The services import the shared package from the repository root.
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install api worker run redrive db test test-unit test-integration lint format clean
+.PHONY: help install api worker run redrive chaos chaos-short db test test-unit test-integration lint format clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -34,6 +34,12 @@ run: install ## Run the API and the worker together; Ctrl-C stops both
 redrive: install ## Move dead-lettered task messages back to the work queue
 	cd worker-service/src && $(PY) redrive.py
 
+chaos: install ## Fault-injection run, N=2,000 (ARGS=--write-docs puts the table in docs/reliability.md)
+	$(PY) -m chaos $(ARGS)
+
+chaos-short: install ## The same with N=200 (runs in make test too)
+	$(PY) -m chaos --short $(ARGS)
+
 db: install ## Create the database in DATABASE_URL if missing and load db/init.sql
 	$(PY) -m common.schema
 
@@ -52,7 +58,7 @@ lint: install ## ruff (lint and format check) and mypy (strict)
 	$(PY) -m ruff format --check .
 	cd api-service && MYPYPATH=src:.. $(PY) -m mypy --config-file ../pyproject.toml src tests
 	cd worker-service && MYPYPATH=src:.. $(PY) -m mypy --config-file ../pyproject.toml src tests
-	$(PY) -m mypy common testkit tests
+	$(PY) -m mypy common testkit tests chaos
 
 format: install ## Apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix .

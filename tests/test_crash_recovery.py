@@ -89,4 +89,5 @@ async def _healthy(client: httpx.AsyncClient) -> bool:
 
 async def _count(client: httpx.AsyncClient, ids: list[str], status: str, *, at_least: int) -> bool:
     statuses = await asyncio.gather(*(client.get(f"/api/tasks/{i}") for i in ids))
-    return sum(r.json()["status"] == status for r in statuses) >= at_least
+    matching: int = sum(r.json()["status"] == status for r in statuses)
+    return matching >= at_least

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
-import asyncmy
 import pytest
 
 from common.schema import load_schema
-from common.settings import DatabaseAddress, Settings
+from common.settings import Settings
 from testkit.scratch import scratch_environment
+from testkit.sql import query
 
 pytestmark = pytest.mark.integration
 
@@ -19,24 +18,6 @@ pytestmark = pytest.mark.integration
 async def settings() -> AsyncIterator[Settings]:
     async with scratch_environment() as settings:
         yield settings
-
-
-async def query(address: DatabaseAddress, sql: str, *args: object) -> list[tuple[Any, ...]]:
-    connection = await asyncmy.connect(
-        host=address.host,
-        port=address.port,
-        user=address.user,
-        password=address.password,
-        db=address.database,
-        autocommit=True,
-        charset="utf8mb4",
-    )
-    try:
-        async with connection.cursor() as cursor:
-            await cursor.execute(sql, args or None)
-            return list(await cursor.fetchall())
-    finally:
-        await connection.ensure_closed()
 
 
 async def test_tasks_table_has_the_spec_columns(settings: Settings) -> None:
