@@ -8,14 +8,14 @@ PY := $(CURDIR)/$(VENV)/bin/python
 # The services import the shared package from the repository root.
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install api worker run redrive chaos chaos-short db test test-unit test-integration lint format clean
+.PHONY: help install api worker run redrive chaos chaos-short openapi db smoke test test-unit test-integration lint format clean bench bench-smoke
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed ## Create .venv with both services' requirements and the dev tools
 
-$(VENV)/.installed: api-service/requirements.txt worker-service/requirements.txt requirements-dev.txt
+$(VENV)/.installed: api-service/requirements.txt worker-service/requirements.txt requirements-dev.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r api-service/requirements.txt \
@@ -40,6 +40,9 @@ chaos: install ## Fault-injection run, N=2,000 (ARGS=--write-docs puts the table
 chaos-short: install ## The same with N=200 (runs in make test too)
 	$(PY) -m chaos --short $(ARGS)
 
+openapi: install ## Write the API's OpenAPI document to docs/openapi.json
+	cd api-service/src && $(PY) export_openapi.py
+
 db: install ## Create the database in DATABASE_URL if missing and load db/init.sql
 	$(PY) -m common.schema
 
@@ -47,6 +50,9 @@ test: install ## All unit and integration tests (a scratch database and vhost of
 	cd api-service && $(PY) -m pytest
 	cd worker-service && $(PY) -m pytest
 	$(PY) -m pytest
+
+smoke: install ## Both services run as their Dockerfiles' CMDs run them, one task to COMPLETED
+	$(PY) -m pytest tests/test_smoke.py
 
 test-unit: install ## Only the tests that need no services
 	cd api-service && $(PY) -m pytest -m unit
@@ -59,6 +65,8 @@ lint: install ## ruff (lint and format check) and mypy (strict)
 	cd api-service && MYPYPATH=src:.. $(PY) -m mypy --config-file ../pyproject.toml src tests
 	cd worker-service && MYPYPATH=src:.. $(PY) -m mypy --config-file ../pyproject.toml src tests
 	$(PY) -m mypy common testkit tests chaos
+	$(PY) -m check_jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(VENV)/bin/hadolint api-service/Dockerfile worker-service/Dockerfile
 
 format: install ## Apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix .
@@ -66,3 +74,9 @@ format: install ## Apply ruff's fixes and formatting
 
 clean: ## Remove .venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache */.pytest_cache
+
+bench: install ## Benchmark the services against their targets (~8 min); writes docs/benchmarks.md
+	$(PY) -m bench
+
+bench-smoke: install ## The benchmark suite's code path, a few seconds per measurement
+	$(PY) -m bench --smoke

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel
-from redrive import redrive
 
 from common.broker import task_amqp_message
 from common.database import MySQLTaskRepository, close_pool, create_pool
@@ -16,6 +15,7 @@ from common.messages import TaskMessage
 from common.settings import Settings
 from common.tasks import NewTask, TaskStatus
 from common.topology import Topology
+from redrive import redrive
 from testkit.broker import broker_channel, take_all
 from testkit.scratch import scratch_environment
 

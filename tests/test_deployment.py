@@ -1,0 +1,138 @@
+"""docker-compose.yml, the Dockerfiles, the settings and .env.example held against each other."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from common.settings import Settings
+from testkit.deployment import (
+    APP_SERVICES,
+    ROOT,
+    compose_environment,
+    load_compose,
+    read_dockerfile,
+)
+
+pytestmark = pytest.mark.unit
+
+SETTINGS = {name.upper() for name in Settings.model_fields}
+# Read by the test helpers in the API image only (testkit/scratch.py), not by the services.
+TEST_ONLY = {"RABBITMQ_MANAGEMENT_URL"}
+# What each stand-in image is known to ship, for the healthchecks compose runs inside them.
+IMAGE_COMMANDS = {
+    "mysql:8.4": {"mysqladmin", "mysql"},
+    "rabbitmq:4-management": {"rabbitmq-diagnostics", "rabbitmqctl"},
+}
+
+
+@pytest.mark.parametrize("service", sorted(APP_SERVICES))
+def test_compose_passes_only_variables_the_settings_read(service: str) -> None:
+    unknown = set(compose_environment(service)) - SETTINGS - TEST_ONLY
+    assert not unknown, f"{service} gets variables no setting reads: {unknown}"
+
+
+@pytest.mark.parametrize("service", sorted(APP_SERVICES))
+def test_compose_sets_every_setting_without_a_default(service: str) -> None:
+    required = {name.upper() for name, f in Settings.model_fields.items() if f.is_required()}
+    assert required <= set(compose_environment(service))
+
+
+@pytest.mark.parametrize("service", sorted(APP_SERVICES))
+def test_compose_environment_is_valid_for_the_settings(service: str) -> None:
+    environment = compose_environment(service)
+    image_env = read_dockerfile(ROOT / APP_SERVICES[service] / "Dockerfile").env
+    values = {
+        name.lower(): value
+        for name, value in {**image_env, **environment}.items()
+        if name in SETTINGS
+    }
+    Settings.model_validate(values)  # raises on anything the service would refuse at start
+
+
+def test_both_services_declare_the_queues_with_the_same_arguments() -> None:
+    api, worker = compose_environment("api_service"), compose_environment("worker_service")
+    shared = [name for name in SETTINGS if name.startswith(("TASK_QUEUE", "RETRY_BACKOFF"))]
+    for name in [*shared, "MAX_ATTEMPTS", "RABBITMQ_VHOST"]:
+        assert api.get(name) == worker.get(name), name
+
+
+def test_env_example_lists_every_setting() -> None:
+    listed = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M))
+    assert not SETTINGS - listed, f"missing from .env.example: {SETTINGS - listed}"
+
+
+def test_every_default_in_env_example_matches_the_settings() -> None:
+    listed = dict(
+        re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", (ROOT / ".env.example").read_text(), re.M)
+    )
+    defaults = Settings()
+    for name in SETTINGS:
+        value = getattr(defaults, name.lower())
+        expected = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        parsed = type(expected)(listed[name]) if not isinstance(expected, str) else listed[name]
+        assert parsed == expected, name
+
+
+@pytest.mark.parametrize(("service", "directory"), sorted(APP_SERVICES.items()))
+def test_dockerfile_cmd_runs_a_file_that_exists(service: str, directory: str) -> None:
+    dockerfile = read_dockerfile(ROOT / directory / "Dockerfile")
+    program, script = dockerfile.cmd
+    assert program == "python"
+    in_image = Path(dockerfile.workdir) / script
+    assert in_image.is_relative_to("/app")
+    assert (ROOT / in_image.relative_to("/app")).is_file()
+
+
+def test_api_healthcheck_asks_a_route_the_api_serves() -> None:
+    healthcheck = read_dockerfile(ROOT / "api-service" / "Dockerfile").healthcheck
+    code = healthcheck[-1]
+    compile(code, "healthcheck", "exec")
+    [path] = re.findall(r"(/[a-z]+)'", code)
+    openapi = json.loads((ROOT / "docs" / "openapi.json").read_text())
+    assert path in openapi["paths"]
+
+
+def test_worker_healthcheck_reads_the_heartbeat_the_worker_writes() -> None:
+    dockerfile = read_dockerfile(ROOT / "worker-service" / "Dockerfile")
+    code = dockerfile.healthcheck[-1]
+    compile(code, "healthcheck", "exec")
+    assert "WORKER_HEARTBEAT_FILE" in code
+    assert "WORKER_HEARTBEAT_FILE" in SETTINGS
+    assert dockerfile.env["WORKER_HEARTBEAT_FILE"].startswith("/tmp/")
+
+
+@pytest.mark.parametrize("service", ["mysql_db", "rabbitmq"])
+def test_compose_healthchecks_use_commands_their_images_ship(service: str) -> None:
+    definition = load_compose()["services"][service]
+    test = definition["healthcheck"]["test"]
+    command = test[1].split()[0] if test[0] == "CMD-SHELL" else test[1]
+    assert command in IMAGE_COMMANDS[definition["image"]]
+
+
+def test_app_images_run_as_non_root_on_a_slim_python() -> None:
+    for directory in APP_SERVICES.values():
+        text = (ROOT / directory / "Dockerfile").read_text()
+        assert re.search(r"^USER (?!root|0\b)\S+", text, re.M)
+        assert all(
+            base.startswith("python:3.12-slim")
+            for base in read_dockerfile(ROOT / directory / "Dockerfile").bases
+        )
+
+
+def test_worker_can_scale_and_data_survives_recreation() -> None:
+    compose = load_compose()
+    worker = compose["services"]["worker_service"]
+    assert "container_name" not in worker
+    assert "ports" not in worker
+    assert compose["services"]["rabbitmq"].get("hostname")
+    volumes = " ".join(
+        str(v) for s in ("mysql_db", "rabbitmq") for v in compose["services"][s]["volumes"]
+    )
+    assert "mysql_data:/var/lib/mysql" in volumes
+    assert "rabbitmq_data:/var/lib/rabbitmq" in volumes
+    for name in ("mysql_db", "rabbitmq"):
+        assert all(str(p).startswith("127.0.0.1:") for p in compose["services"][name]["ports"])
