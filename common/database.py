@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from common.settings import DatabaseAddress, Settings
 from common.tasks import (
     FINAL_STATUSES,
     Claim,
+    ClaimRequest,
     ClaimResult,
     NewTask,
     PublishOne,
@@ -95,6 +97,17 @@ def _in_clause(count: int) -> str:
     return ", ".join(["%s"] * count)
 
 
+def _claim_of(row: tuple[Any, ...] | None, token: str, already_granted: bool) -> Claim:
+    if row is None:
+        return Claim(ClaimResult.NOT_FOUND)
+    status, attempts, claim_token = row
+    if status == "PROCESSING" and claim_token == token and not already_granted:
+        return Claim(ClaimResult.CLAIMED, attempts=attempts)
+    if TaskStatus(status) in FINAL_STATUSES:
+        return Claim(ClaimResult.ALREADY_FINAL)
+    return Claim(ClaimResult.HELD_ELSEWHERE)
+
+
 class MySQLTaskRepository:
     """The TaskRepository port on a shared asyncmy pool."""
 
@@ -117,27 +130,39 @@ class MySQLTaskRepository:
             return int(cursor.rowcount)
 
     async def create(self, task: NewTask) -> TaskRecord:
-        metadata = None if task.metadata is None else orjson.dumps(task.metadata).decode()
+        [record] = await self.create_many([task])
+        return record
+
+    async def create_many(self, tasks: Sequence[NewTask]) -> list[TaskRecord]:
+        """Insert the tasks as PENDING and undispatched, in one statement: all or none."""
         # The timestamp is taken here so that the insert is the only round trip.
         now = datetime.now(UTC)
         naive = now.replace(tzinfo=None)
+        values: list[object] = []
+        for task in tasks:
+            metadata = None if task.metadata is None else orjson.dumps(task.metadata).decode()
+            values += [task.task_id, task.title, task.description, metadata, naive, naive]
+        rows = ", ".join(["(%s, %s, %s, 'PENDING', %s, %s, %s)"] * len(tasks))
         await self._execute(
             "INSERT INTO tasks (id, title, description, status, metadata, created_at, updated_at)"
-            " VALUES (%s, %s, %s, 'PENDING', %s, %s, %s)",
-            (task.task_id, task.title, task.description, metadata, naive, naive),
+            f" VALUES {rows}",
+            values,
         )
-        return TaskRecord(
-            task_id=task.task_id,
-            title=task.title,
-            description=task.description,
-            status=TaskStatus.PENDING,
-            metadata=task.metadata,
-            attempts=0,
-            last_error=None,
-            created_at=now,
-            updated_at=now,
-            completed_at=None,
-        )
+        return [
+            TaskRecord(
+                task_id=task.task_id,
+                title=task.title,
+                description=task.description,
+                status=TaskStatus.PENDING,
+                metadata=task.metadata,
+                attempts=0,
+                last_error=None,
+                created_at=now,
+                updated_at=now,
+                completed_at=None,
+            )
+            for task in tasks
+        ]
 
     async def get(self, task_id: str) -> TaskRecord | None:
         async with self._cursor() as cursor:
@@ -184,36 +209,74 @@ class MySQLTaskRepository:
         return len(confirmed)
 
     async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:
+        [claim] = await self.claim_many([ClaimRequest(task_id, steal)], lease_seconds=lease_seconds)
+        return claim
+
+    async def claim_many(
+        self, requests: Sequence[ClaimRequest], *, lease_seconds: float
+    ) -> list[Claim]:
+        """Claim a batch in one UPDATE, then read back which rows carry this batch's token.
+
+        The claim also sets the outbox mark: a worker holding the message proves it was
+        dispatched, so the dispatcher will not send it again. A task asked for twice in one
+        batch is claimed for the first request only.
+        """
+        ids = sorted({request.task_id for request in requests})
+        stealing = sorted({r.task_id for r in requests if r.steal}) or [""]
+        token = uuid.uuid4().hex
         async with self._cursor() as cursor:
-            # One round trip: LAST_INSERT_ID(expr) hands the new attempt count back in the OK
-            # packet. The claim also sets the outbox mark: a worker holding the message proves
-            # it was dispatched, so the dispatcher will not send it again.
             await cursor.execute(
-                "UPDATE tasks SET status = 'PROCESSING', attempts = LAST_INSERT_ID(attempts + 1),"
+                "UPDATE tasks SET status = 'PROCESSING', attempts = attempts + 1,"
                 " lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND,"
-                " dispatched_at = COALESCE(dispatched_at, UTC_TIMESTAMP(6))"
-                " WHERE id = %s AND (status = 'PENDING' OR (status = 'PROCESSING'"
-                " AND (%s OR lease_expires_at IS NULL OR lease_expires_at < UTC_TIMESTAMP(6))))",
-                (int(lease_seconds * 1_000_000), task_id, steal),
+                " dispatched_at = COALESCE(dispatched_at, UTC_TIMESTAMP(6)), claim_token = %s"
+                f" WHERE id IN ({_in_clause(len(ids))}) AND (status = 'PENDING'"
+                " OR (status = 'PROCESSING' AND (lease_expires_at IS NULL"
+                " OR lease_expires_at < UTC_TIMESTAMP(6)"
+                f" OR id IN ({_in_clause(len(stealing))}))))",
+                [int(lease_seconds * 1_000_000), token, *ids, *stealing],
             )
-            if cursor.rowcount:
-                return Claim(ClaimResult.CLAIMED, attempts=int(cursor.lastrowid))
-            await cursor.execute("SELECT status FROM tasks WHERE id = %s", (task_id,))
-            row = await cursor.fetchone()
-        if row is None:
-            return Claim(ClaimResult.NOT_FOUND)
-        if TaskStatus(row[0]) in FINAL_STATUSES:
-            return Claim(ClaimResult.ALREADY_FINAL)
-        return Claim(ClaimResult.HELD_ELSEWHERE)
+            await cursor.execute(
+                f"SELECT id, status, attempts, claim_token FROM tasks WHERE id IN ({_in_clause(len(ids))})",
+                ids,
+            )
+            rows = {row[0]: row[1:] for row in await cursor.fetchall()}
+        claims: list[Claim] = []
+        granted: set[str] = set()
+        for request in requests:
+            claims.append(_claim_of(rows.get(request.task_id), token, request.task_id in granted))
+            if claims[-1].result is ClaimResult.CLAIMED:
+                granted.add(request.task_id)
+        return claims
 
     async def complete(self, task_id: str) -> bool:
-        return bool(
-            await self._execute(
+        [completed] = await self.complete_many([task_id])
+        return completed
+
+    async def complete_many(self, task_ids: Sequence[str]) -> list[bool]:
+        """PROCESSING -> COMPLETED for a batch; True for each task this call completed (the
+        first time it is named, if named twice)."""
+        ids = sorted(set(task_ids))
+        token = uuid.uuid4().hex
+        async with self._cursor() as cursor:
+            await cursor.execute(
                 "UPDATE tasks SET status = 'COMPLETED', completed_at = UTC_TIMESTAMP(6),"
-                " lease_expires_at = NULL WHERE id = %s AND status = 'PROCESSING'",
-                (task_id,),
+                " lease_expires_at = NULL, claim_token = %s"
+                f" WHERE id IN ({_in_clause(len(ids))}) AND status = 'PROCESSING'",
+                [token, *ids],
             )
-        )
+            if not cursor.rowcount:
+                return [False] * len(task_ids)
+            await cursor.execute(
+                f"SELECT id FROM tasks WHERE id IN ({_in_clause(len(ids))})"
+                " AND claim_token = %s AND status = 'COMPLETED'",
+                [*ids, token],
+            )
+            completed = {row[0] for row in await cursor.fetchall()}
+        results = []
+        for task_id in task_ids:
+            results.append(task_id in completed)
+            completed.discard(task_id)
+        return results
 
     async def release_for_retry(self, task_id: str, error: str) -> bool:
         return bool(

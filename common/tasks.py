@@ -56,6 +56,12 @@ class Claim:
     attempts: int = 0  # the task's attempt count after this claim (0 when not claimed)
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    task_id: str
+    steal: bool = False
+
+
 PublishOne = Callable[[TaskRecord], Awaitable[bool]]
 
 

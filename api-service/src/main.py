@@ -22,6 +22,7 @@ from api.routes import health_router, tasks_router
 from common.broker import AmqpPublisher, BrokerLink, BrokerSession, TaskPublisher
 from common.database import MySQLTaskRepository, close_pool, create_pool
 from common.errors import ConfigurationError
+from common.grouped import GroupedTaskRepository
 from common.logs import configure_logging
 from common.settings import Settings, load_settings
 from common.topology import Topology
@@ -44,7 +45,9 @@ async def backing_services(settings: Settings, app: FastAPI) -> AsyncIterator[No
     through the outbox (broker) until it is, and /health says which one is missing.
     """
     pool = await create_pool(settings)
-    repository = MySQLTaskRepository(pool, timeout=settings.database_timeout_seconds)
+    repository = GroupedTaskRepository(
+        MySQLTaskRepository(pool, timeout=settings.database_timeout_seconds)
+    )
     amqp = AmqpPublisher(timeout=settings.publish_timeout_seconds)
     topology = Topology.from_settings(settings)
 
@@ -74,6 +77,7 @@ async def backing_services(settings: Settings, app: FastAPI) -> AsyncIterator[No
         dispatcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await dispatcher
+        await repository.flush_marks()
         await link.close()
         await close_pool(pool)
         logger.info("api stopped")

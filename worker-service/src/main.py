@@ -17,6 +17,7 @@ from aio_pika.abc import AbstractQueue
 from common.broker import AmqpPublisher, BrokerLink, BrokerSession
 from common.database import MySQLTaskRepository, close_pool, create_pool
 from common.errors import ConfigurationError
+from common.grouped import GroupedTaskRepository
 from common.logs import configure_logging
 from common.settings import Settings, load_settings
 from services.consumer import TaskConsumer
@@ -68,7 +69,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     pool = await create_pool(settings)
     publisher = AmqpPublisher(timeout=settings.publish_timeout_seconds)
     consumer = TaskConsumer(
-        repository=MySQLTaskRepository(pool, timeout=settings.database_timeout_seconds),
+        repository=GroupedTaskRepository(
+            MySQLTaskRepository(pool, timeout=settings.database_timeout_seconds)
+        ),
         work=simulated_work(
             settings.processing_delay_min_seconds,
             settings.processing_delay_max_seconds,

@@ -1,0 +1,112 @@
+"""Group commit: many concurrent callers, one statement.
+
+A caller's item goes out at once if nothing is being written; whatever arrives while a
+batch is being written goes out together in the next one. There is no timer, so the added
+latency is at most one batch's round trip, and under load batches grow by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+logger = logging.getLogger(__name__)
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class Batcher(Generic[Item, Result]):
+    """`await batcher.submit(item)` returns that item's result from `write(batch)`, which
+    gets up to `max_batch` items and returns one result per item, in order."""
+
+    def __init__(
+        self, write: Callable[[list[Item]], Awaitable[Sequence[Result]]], *, max_batch: int
+    ) -> None:
+        self._write = write
+        self._max_batch = max_batch
+        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._writing = False
+        self._tasks: set[asyncio.Task[None]] = set()  # strong references: see create_task
+
+    async def submit(self, item: Item) -> Result:
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if not self._writing:
+            self._writing = True
+            task = asyncio.get_running_loop().create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                await self._write_batch(batch)
+        finally:
+            self._writing = False
+
+    async def _write_batch(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        try:
+            results = await self._write([item for item, _ in batch])
+        except BaseException as exc:  # every caller in the batch gets the error
+            for _, future in batch:
+                if future.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+
+class BackgroundBatcher(Generic[Item]):
+    """`add(item)` returns at once; items are written in batches by a task of its own.
+    For writes nobody waits for, such as the outbox mark; a failed batch is logged."""
+
+    def __init__(
+        self, write: Callable[[list[Item]], Awaitable[object]], *, max_batch: int, name: str
+    ) -> None:
+        self._write = write
+        self._max_batch = max_batch
+        self._name = name
+        self._pending: list[Item] = []
+        self._writing = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, item: Item) -> None:
+        self._pending.append(item)
+        if not self._writing:
+            self._writing = True
+            task = asyncio.get_running_loop().create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                try:
+                    await self._write(batch)
+                except Exception as exc:
+                    logger.warning(
+                        "batch write failed",
+                        extra={"batch": self._name, "size": len(batch), "error": repr(exc)},
+                    )
+        finally:
+            self._writing = False
+
+    async def flush(self) -> None:
+        """Wait until everything added so far is written (or has failed)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

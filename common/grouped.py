@@ -1,0 +1,79 @@
+"""The TaskRepository port with its hot writes grouped (see common.batching).
+
+Creating, claiming and completing tasks are what every request and every delivery does; here
+concurrent callers share one statement instead of each taking a connection and a round trip.
+The outbox mark is written in the background: nobody waits for it, and a lost mark only
+means the dispatcher sends a duplicate that the worker's claim turns away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import groupby
+
+from common.batching import BackgroundBatcher, Batcher
+from common.database import MySQLTaskRepository
+from common.tasks import Claim, ClaimRequest, NewTask, PublishOne, TaskRecord
+
+
+class GroupedTaskRepository:
+    def __init__(self, inner: MySQLTaskRepository, *, max_batch: int = 500) -> None:
+        self.inner = inner
+        self._creates = Batcher(inner.create_many, max_batch=max_batch)
+        self._claims = Batcher(self._claim_batch, max_batch=max_batch)
+        self._completions = Batcher(inner.complete_many, max_batch=max_batch)
+        self._marks = BackgroundBatcher(
+            inner.mark_dispatched, max_batch=max_batch, name="dispatch marks"
+        )
+
+    async def _claim_batch(self, batch: list[tuple[ClaimRequest, float]]) -> list[Claim]:
+        # One statement per lease length; a worker uses one, so in practice one statement.
+        results: dict[int, Claim] = {}
+        indexed = sorted(enumerate(batch), key=lambda entry: entry[1][1])
+        for lease, group in groupby(indexed, key=lambda entry: entry[1][1]):
+            members = list(group)
+            claims = await self.inner.claim_many(
+                [request for _, (request, _) in members], lease_seconds=lease
+            )
+            results.update(
+                (index, claim) for (index, _), claim in zip(members, claims, strict=True)
+            )
+        return [results[index] for index in range(len(batch))]
+
+    async def create(self, task: NewTask) -> TaskRecord:
+        return await self._creates.submit(task)
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        return await self.inner.get(task_id)
+
+    async def mark_dispatched(self, task_ids: Sequence[str]) -> None:
+        for task_id in task_ids:
+            self._marks.add(task_id)
+
+    async def flush_marks(self) -> None:
+        await self._marks.flush()
+
+    async def dispatch_undispatched(
+        self, *, publish: PublishOne, limit: int, min_age_seconds: float
+    ) -> int:
+        return await self.inner.dispatch_undispatched(
+            publish=publish, limit=limit, min_age_seconds=min_age_seconds
+        )
+
+    async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:
+        return await self._claims.submit((ClaimRequest(task_id, steal), lease_seconds))
+
+    async def complete(self, task_id: str) -> bool:
+        return await self._completions.submit(task_id)
+
+    async def release_for_retry(self, task_id: str, error: str) -> bool:
+        return await self.inner.release_for_retry(task_id, error)
+
+    async def fail(self, task_id: str, error: str) -> bool:
+        return await self.inner.fail(task_id, error)
+
+    async def reset_failed(self, task_id: str) -> TaskRecord | None:
+        return await self.inner.reset_failed(task_id)
+
+    async def ping(self) -> None:
+        await self.inner.ping()

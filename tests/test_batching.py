@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from common.batching import BackgroundBatcher, Batcher
+
+pytestmark = pytest.mark.unit
+
+
+async def test_concurrent_callers_share_batches_and_get_their_own_result() -> None:
+    sizes: list[int] = []
+
+    async def write(batch: list[int]) -> list[int]:
+        sizes.append(len(batch))
+        await asyncio.sleep(0.01)
+        return [item * 2 for item in batch]
+
+    batcher: Batcher[int, int] = Batcher(write, max_batch=40)
+    results = await asyncio.gather(*(batcher.submit(n) for n in range(100)))
+
+    assert results == [n * 2 for n in range(100)]
+    assert sizes == [40, 40, 20]
+
+
+async def test_a_lone_caller_is_written_at_once() -> None:
+    sizes: list[int] = []
+
+    async def write(batch: list[int]) -> list[int]:
+        sizes.append(len(batch))
+        return batch
+
+    batcher: Batcher[int, int] = Batcher(write, max_batch=40)
+    assert await batcher.submit(7) == 7
+    assert await batcher.submit(8) == 8
+    assert sizes == [1, 1]  # no timer holds an item back waiting for company
+
+
+async def test_a_failed_batch_fails_each_of_its_callers_and_the_next_goes_on() -> None:
+    calls = 0
+
+    async def write(batch: list[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("down")
+        return batch
+
+    batcher: Batcher[int, int] = Batcher(write, max_batch=10)
+    with pytest.raises(ConnectionError):
+        await batcher.submit(1)
+    assert await batcher.submit(2) == 2
+
+
+async def test_background_batcher_writes_everything_and_survives_errors() -> None:
+    written: list[int] = []
+
+    async def write(batch: list[int]) -> None:
+        if 13 in batch:
+            raise ValueError("unlucky")
+        written.extend(batch)
+
+    batcher: BackgroundBatcher[int] = BackgroundBatcher(write, max_batch=5, name="test")
+    for n in range(20):
+        batcher.add(n)
+    await batcher.flush()
+    assert 0 in written
+    assert 13 not in written
+    batcher.add(99)
+    await batcher.flush()
+    assert written[-1] == 99

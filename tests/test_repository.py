@@ -1,0 +1,113 @@
+"""The MySQL repository's batched statements on the real server, and the group-commit layer."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from common.database import MySQLTaskRepository, close_pool, create_pool
+from common.grouped import GroupedTaskRepository
+from common.settings import Settings
+from common.tasks import ClaimRequest, ClaimResult, NewTask, TaskStatus
+from testkit.scratch import scratch_environment
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def settings() -> AsyncIterator[Settings]:
+    async with scratch_environment() as settings:
+        yield settings
+
+
+@pytest.fixture(scope="module")
+async def repository(settings: Settings) -> AsyncIterator[MySQLTaskRepository]:
+    pool = await create_pool(settings)
+    yield MySQLTaskRepository(pool, timeout=5)
+    await close_pool(pool)
+
+
+def new_tasks(count: int) -> list[NewTask]:
+    return [NewTask(str(uuid.uuid4()), f"t{n} ✓", "d", {"n": n}) for n in range(count)]
+
+
+async def test_create_many_inserts_every_row_in_one_go(repository: MySQLTaskRepository) -> None:
+    tasks = new_tasks(50)
+    records = await repository.create_many(tasks)
+    assert [r.task_id for r in records] == [t.task_id for t in tasks]
+    stored = await repository.get(tasks[7].task_id)
+    assert stored is not None
+    assert (stored.title, stored.metadata, stored.status) == ("t7 ✓", {"n": 7}, TaskStatus.PENDING)
+
+
+async def test_claim_many_sorts_out_each_request(repository: MySQLTaskRepository) -> None:
+    pending, held, stolen, done = [t.task_id for t in await repository.create_many(new_tasks(4))]
+    await repository.claim_many([ClaimRequest(held), ClaimRequest(stolen)], lease_seconds=60)
+    await repository.claim(done, lease_seconds=60, steal=False)
+    assert await repository.complete(done)
+    ghost = str(uuid.uuid4())
+
+    claims = await repository.claim_many(
+        [
+            ClaimRequest(pending),
+            ClaimRequest(pending),  # the same task twice in one batch: claimed once
+            ClaimRequest(held),
+            ClaimRequest(stolen, steal=True),
+            ClaimRequest(done),
+            ClaimRequest(ghost),
+        ],
+        lease_seconds=60,
+    )
+
+    assert [c.result for c in claims] == [
+        ClaimResult.CLAIMED,
+        ClaimResult.HELD_ELSEWHERE,
+        ClaimResult.HELD_ELSEWHERE,
+        ClaimResult.CLAIMED,
+        ClaimResult.ALREADY_FINAL,
+        ClaimResult.NOT_FOUND,
+    ]
+    assert (claims[0].attempts, claims[3].attempts) == (1, 2)
+
+
+async def test_complete_many_completes_each_task_once(repository: MySQLTaskRepository) -> None:
+    first, second, pending = [t.task_id for t in await repository.create_many(new_tasks(3))]
+    await repository.claim_many([ClaimRequest(first), ClaimRequest(second)], lease_seconds=60)
+
+    assert await repository.complete_many([first, first, second, pending]) == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    record = await repository.get(first)
+    assert record is not None
+    assert record.completed_at is not None
+    assert await repository.complete_many([first, second]) == [False, False]
+    again = await repository.get(first)
+    assert again is not None
+    assert again.completed_at == record.completed_at
+
+
+async def test_grouped_repository_serves_concurrent_callers(
+    repository: MySQLTaskRepository,
+) -> None:
+    grouped = GroupedTaskRepository(repository, max_batch=16)
+    tasks = new_tasks(100)
+    created = await asyncio.gather(*(grouped.create(task) for task in tasks))
+    ids = [record.task_id for record in created]
+    claims = await asyncio.gather(
+        *(grouped.claim(i, lease_seconds=60, steal=False) for i in ids + ids[:10])
+    )
+    assert sum(c.result is ClaimResult.CLAIMED for c in claims) == 100
+    completions = await asyncio.gather(*(grouped.complete(i) for i in ids))
+    assert all(completions)
+    await grouped.mark_dispatched(ids)
+    await grouped.flush_marks()
+    for task_id in ids[:5]:
+        record = await repository.get(task_id)
+        assert record is not None
+        assert record.status is TaskStatus.COMPLETED
