@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -91,3 +92,37 @@ async def _count(client: httpx.AsyncClient, ids: list[str], status: str, *, at_l
     statuses = await asyncio.gather(*(client.get(f"/api/tasks/{i}") for i in ids))
     matching: int = sum(r.json()["status"] == status for r in statuses)
     return matching >= at_least
+
+
+async def test_sigterm_past_the_grace_hands_tasks_back_and_exits_zero(
+    settings: Settings, tmp_path: Path
+) -> None:
+    slow = settings.model_copy(
+        update={
+            "processing_delay_min_seconds": 20.0,
+            "processing_delay_max_seconds": 20.0,
+            "worker_shutdown_grace_seconds": 0.5,
+        }
+    )
+    env = service_environment(slow)
+    base_url = f"http://127.0.0.1:{slow.api_port}"
+    with service_process("api-service", env, tmp_path / "api.log"):
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            await wait_until(lambda: _healthy(client), timeout=30, what="API up")
+            with service_process("worker-service", env, tmp_path / "slow.log") as worker:
+                task_id = (
+                    await client.post("/api/tasks", json={"title": "slow", "description": "d"})
+                ).json()["task_id"]
+                await wait_until(
+                    lambda: _count(client, [task_id], "PROCESSING", at_least=1), timeout=20
+                )
+                started = time.monotonic()
+                worker.send_signal(signal.SIGTERM)
+                assert await asyncio.to_thread(worker.wait, 30) == 0
+                assert time.monotonic() - started < 10  # the grace, not the 20 s task
+            # The unfinished task went back to the queue; a quick worker completes it.
+            quick = service_environment(settings)
+            with service_process("worker-service", quick, tmp_path / "quick.log"):
+                await wait_until(
+                    lambda: _count(client, [task_id], "COMPLETED", at_least=1), timeout=30
+                )
