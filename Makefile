@@ -7,6 +7,9 @@ VENV ?= .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 # The services import the shared package from the repository root.
 export PYTHONPATH := $(CURDIR)
+# The commands that run a service read .env (see .env.example) when there is one; its values
+# win over the shell's. The tests never read it: they make their own database and vhost.
+LOAD_ENV := set -a; [ ! -f $(CURDIR)/.env ] || . $(CURDIR)/.env; set +a;
 
 .PHONY: help install api worker run redrive chaos chaos-short openapi db smoke test test-unit test-integration lint format clean bench bench-smoke
 
@@ -23,16 +26,16 @@ $(VENV)/.installed: api-service/requirements.txt worker-service/requirements.txt
 	touch $@
 
 api: install ## Run the API in the foreground (configured by environment variables)
-	cd api-service/src && exec $(PY) main.py
+	$(LOAD_ENV) cd api-service/src && exec $(PY) main.py
 
 worker: install ## Run the worker in the foreground
-	cd worker-service/src && exec $(PY) main.py
+	$(LOAD_ENV) cd worker-service/src && exec $(PY) main.py
 
 run: install ## Run the API and the worker together; Ctrl-C stops both
 	@trap 'kill 0' INT TERM; $(MAKE) --no-print-directory api & $(MAKE) --no-print-directory worker & wait
 
 redrive: install ## Move dead-lettered task messages back to the work queue
-	cd worker-service/src && $(PY) redrive.py
+	$(LOAD_ENV) cd worker-service/src && $(PY) redrive.py
 
 chaos: install ## Fault-injection run, N=2,000 (ARGS=--write-docs puts the table in docs/reliability.md)
 	$(PY) -m chaos $(ARGS)
@@ -44,7 +47,7 @@ openapi: install ## Write the API's OpenAPI document to docs/openapi.json
 	cd api-service/src && $(PY) export_openapi.py
 
 db: install ## Create the database in DATABASE_URL if missing and load db/init.sql
-	$(PY) -m common.schema
+	$(LOAD_ENV) $(PY) -m common.schema
 
 test: install ## All unit and integration tests (a scratch database and vhost of their own)
 	cd api-service && $(PY) -m pytest

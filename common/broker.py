@@ -101,30 +101,35 @@ class BrokerLink:
     async def _run(self) -> None:
         delay = 0.1
         while True:
-            try:
-                session = BrokerSession(await self._connect())
-            except UNAVAILABLE as exc:
-                logger.warning(
-                    "broker unreachable", extra={"error": repr(exc), "retry_in": round(delay, 2)}
-                )
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self._settings.broker_reconnect_max_seconds)
-                continue
-            self._session = session
-            try:
-                await self._on_connect(session)
-                self._connected.set()
+            if await self._session_once():
                 delay = 0.1
-                logger.info("broker connected", extra={"link": self._name})
-                await session.lost.wait()
-            except UNAVAILABLE as exc:
-                logger.warning("broker setup failed", extra={"error": repr(exc)})
-            finally:
-                self._connected.clear()
-                self._session = None
-                await _close_quietly(session.connection)
+            else:
+                delay = min(delay * 2, self._settings.broker_reconnect_max_seconds)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def _session_once(self) -> bool:
+        """Connect, set up and serve until the session is lost; False if it never got ready
+        (unreachable, or the setup failed: both back off)."""
+        try:
+            session = BrokerSession(await self._connect())
+        except UNAVAILABLE as exc:
+            logger.warning("broker unreachable", extra={"link": self._name, "error": repr(exc)})
+            return False
+        self._session = session
+        try:
+            await self._on_connect(session)
+            self._connected.set()
+            logger.info("broker connected", extra={"link": self._name})
+            await session.lost.wait()
             logger.warning("broker connection lost", extra={"link": self._name})
-            await asyncio.sleep(delay)
+            return True
+        except UNAVAILABLE as exc:
+            logger.warning("broker setup failed", extra={"link": self._name, "error": repr(exc)})
+            return False
+        finally:
+            self._connected.clear()
+            self._session = None
+            await _close_quietly(session.connection)
 
 
 async def _close_quietly(connection: AbstractConnection) -> None:

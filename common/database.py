@@ -34,6 +34,20 @@ from common.tasks import (
 logger = logging.getLogger(__name__)
 
 _UNAVAILABLE = (OperationalError, InterfaceError, OSError, TimeoutError)
+# Server errors that mean "not now" (too many connections, shutting down, lock wait timeout,
+# deadlock, connection killed, idle disconnect); client errors (2000-2999) are all of that kind.
+_TRANSIENT_SERVER_ERRORS = frozenset({1040, 1053, 1205, 1213, 1927, 4031})
+
+
+def _unavailable(exc: BaseException) -> DatabaseUnavailable:
+    """Every operational failure is "unavailable": retried later, never blamed on a task. One
+    that is not about the connection (an unknown column, access denied) is still a failure
+    of the deployment, not of the task; it is logged as an error so that someone fixes it."""
+    code = exc.args[0] if isinstance(exc, OperationalError) and exc.args else None
+    if isinstance(code, int) and not 2000 <= code < 3000 and code not in _TRANSIENT_SERVER_ERRORS:
+        logger.error("database refused the statement", extra={"code": code, "error": str(exc)})
+    return DatabaseUnavailable(f"MySQL: {exc!r}")
+
 
 _COLUMNS = (
     "id, title, description, status, metadata, attempts, last_error,"
@@ -62,7 +76,7 @@ async def create_pool(settings: Settings) -> Any:
             timeout=settings.database_timeout_seconds,
         )
     except _UNAVAILABLE as exc:
-        raise DatabaseUnavailable(f"cannot connect to MySQL: {exc}") from exc
+        raise _unavailable(exc) from exc
 
 
 async def close_pool(pool: Any) -> None:
@@ -122,7 +136,7 @@ class MySQLTaskRepository:
                 async with self._pool.acquire() as connection, connection.cursor() as cursor:
                     yield cursor
         except _UNAVAILABLE as exc:
-            raise DatabaseUnavailable(f"MySQL did not answer: {exc!r}") from exc
+            raise _unavailable(exc) from exc
 
     async def _execute(self, sql: str, args: Sequence[object]) -> int:
         async with self._cursor() as cursor:

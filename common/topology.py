@@ -6,8 +6,9 @@
 
 Retries wait in one queue per delay tier: every message in a tier has the same TTL, so
 expiring from the head (all that quorum queues do) releases them in order.
-Declaring is idempotent; changing the arguments of an existing queue is refused by the broker
-(PRECONDITION_FAILED), so a change of settings needs the old queue deleted first.
+Declaring is idempotent. Changing the arguments of an existing queue (TASK_QUEUE_TYPE,
+TASK_QUEUE_DELIVERY_LIMIT) is refused by the broker (PRECONDITION_FAILED), so such a change
+needs the old queues deleted first; other retry delays just add tier queues of their own.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import httpx
@@ -141,6 +142,9 @@ async def test_openapi_documents_examples_and_problem_answers(client: httpx.Asyn
     assert "404" in get["responses"]
     assert "examples" in document["components"]["schemas"]["TaskPublic"]
     assert "Problem" in document["components"]["schemas"]
+    # Bad input is a 400 here, never FastAPI's 422, and the document says so.
+    assert '"422"' not in json.dumps(document)
+    assert "HTTPValidationError" not in document["components"]["schemas"]
 
 
 async def test_swagger_ui_is_served(client: httpx.AsyncClient) -> None:

@@ -69,7 +69,8 @@ _DESCRIPTIONS = {
     413: "The body is larger than MAX_BODY_BYTES.",
     415: "The body is not declared as JSON.",
     500: "An unexpected error; details are in the server log, not in the answer.",
-    503: "The database or the broker did not answer; see Retry-After.",
+    503: "The database did not answer; try again after Retry-After seconds. (A broker outage"
+    " is no 503: the task is accepted and its message sent once the broker is back.)",
 }
 
 
@@ -104,7 +105,18 @@ def install_openapi(app: FastAPI) -> None:
             components = document.setdefault("components", {}).setdefault("schemas", {})
             components.update(schema.pop("$defs", {}))
             components["Problem"] = schema
+            _drop_422(document)
             app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = build  # type: ignore[method-assign]
+
+
+def _drop_422(document: dict[str, Any]) -> None:
+    """FastAPI lists a 422 on every route with a body or parameters; this API answers 400."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            operation.get("responses", {}).pop("422", None)
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)

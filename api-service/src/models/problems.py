@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class FieldError(BaseModel):
@@ -25,9 +25,21 @@ class Problem(BaseModel):
         }
     )
 
-    type: str = "about:blank"
+    type: str = Field(
+        default="about:blank",
+        description="/problems/validation-error, /problems/malformed-json,"
+        " /problems/service-unavailable, or about:blank (the status says it all)",
+    )
     title: str
     status: int
     detail: str
-    instance: str | None = None
-    errors: list[FieldError] | None = None
+    instance: str | None = Field(default=None, description="The path of the request")
+    errors: list[FieldError] | None = Field(
+        default=None, description="400 validation problems: each bad field and why"
+    )
+    task_status: str | None = Field(
+        default=None, description="409 on retry: the status the task is in"
+    )
+    checks: dict[str, str] | None = Field(
+        default=None, description="503 from /health: each component, ok or unavailable"
+    )
