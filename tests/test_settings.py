@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import ConfigurationError
-from common.settings import load_settings, parse_database_url
+from common.settings import Settings, load_settings, parse_database_url
 
 pytestmark = pytest.mark.unit
 
@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_point_at_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("DATABASE_URL", "RABBITMQ_HOST", "API_PORT", "TASK_QUEUE", "RABBITMQ_VHOST"):
-        monkeypatch.delenv(name, raising=False)
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
     settings = load_settings()
     assert settings.database.host == "127.0.0.1"
     assert settings.database.user == "root"
