@@ -52,6 +52,7 @@ db: install ## Create the database in DATABASE_URL if missing and load db/init.s
 test: install ## All unit and integration tests (a scratch database and vhost of their own)
 	cd api-service && $(PY) -m pytest
 	cd worker-service && $(PY) -m pytest
+	$(PY) -m bench --smoke
 	$(PY) -m pytest
 
 smoke: install ## Both services run as their Dockerfiles' CMDs run them, one task to COMPLETED
@@ -67,7 +68,7 @@ lint: install ## ruff (lint and format check) and mypy (strict)
 	$(PY) -m ruff format --check .
 	cd api-service && MYPYPATH=src:.. $(PY) -m mypy --config-file ../pyproject.toml src tests
 	cd worker-service && MYPYPATH=src:.. $(PY) -m mypy --config-file ../pyproject.toml src tests
-	$(PY) -m mypy common testkit tests chaos
+	$(PY) -m mypy common testkit tests chaos bench
 	$(PY) -m check_jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(VENV)/bin/hadolint api-service/Dockerfile worker-service/Dockerfile
 
@@ -78,7 +79,7 @@ format: install ## Apply ruff's fixes and formatting
 clean: ## Remove .venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache */.pytest_cache
 
-bench: install ## Benchmark the services against their targets (~8 min); writes docs/benchmarks.md
+bench: install ## Benchmark the services against their targets (~6 min); writes docs/benchmarks.md
 	$(PY) -m bench
 
 bench-smoke: install ## The benchmark suite's code path, a few seconds per measurement

@@ -1,0 +1,134 @@
+"""docs/benchmarks.md: the latest full run's table, the machine and the command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.plan import ROOT, Plan
+from bench.results import Check
+
+DOC = ROOT / "docs" / "benchmarks.md"
+COMMAND = "make bench"
+
+METHOD = """\
+## How each number is measured
+
+Everything runs on the one machine described above: the services, MariaDB, RabbitMQ and the
+load generators share its cores. The suite makes a database (loaded from `db/init.sql`) and a
+RabbitMQ vhost of its own, starts every service itself with the same settings a user would
+give it (defaults, except the database, the vhost, the port, JSON logs and what each
+measurement sets below), and drops both at the end. Every measurement has a warm-up
+({warmup:g} s, or as stated) that is not counted, then runs for {measure:g} s.
+
+- **Services.** "API x1" is `python main.py` in `api-service/src`, exactly as `make api` runs
+  it. "API x2" is `uvicorn bench.api_factory:app --factory --workers 2`, the same app, settings
+  and logging in two processes. Both use uvloop and httptools, as do the baselines.
+- **Submit, {connections} conn.** `wrk -t1 -c{connections}` with `bench/lua/submit.lua`
+  (one small JSON task per POST). Throughput counts 2xx answers only; p50 and p99 are wrk's.
+  No worker runs: the tasks stay queued, so the queue can be counted.
+- **Submit, {rate} req/s.** wrk cannot pace requests (and `wrk2` is not packaged in Debian), so
+  `bench/paced.py` sends POSTs on a fixed schedule (open loop: a late answer does not delay the
+  next request; a request that finds no idle connection opens one). Latency counts from when
+  each request went out on schedule (any wait for a connection included, the event loop's
+  timer slack of under 1 ms not), so a server that falls behind shows it instead of slowing
+  the load. A server more than 2 s of requests behind cannot keep the rate: the run stops
+  there and the table says "fell behind".
+- **Read by id.** {rows:,} COMPLETED rows loaded in bulk (multi-row INSERTs of 5,000 rows in
+  sorted id order, on two connections; nothing is cached between runs), then
+  `wrk -c{connections}` with `bench/lua/read.lua`, which GETs ids drawn at random from
+  {sample:,} of them. The ratio is against the hello-world POST, the framework's ceiling.
+- **Drain.** {drain:,} PENDING rows and their messages are queued before one worker process
+  starts (delay 0, `WORKER_CONCURRENCY={concurrency}`); the rate is the completions per second
+  between the first and the last row's `completed_at`, so start-up is left out.
+  The Celery peer's worker (`-c 2`, prefork, Celery's defaults otherwise) drains its own
+  {celery_drain:,} tasks the same way (its task sets `completed_at` from Python's clock); "per
+  process" divides its rate by its 2 pool processes.
+- **End-to-end overhead.** The API x1 and one worker with a simulated delay of exactly 0, so
+  nothing needs subtracting; POSTs at {e2e_rate} req/s from the paced generator. For each task:
+  the row's `completed_at` (MariaDB's clock) minus when the client sent the request (the same
+  machine's clock); `completed_at` is set when the completing UPDATE starts, so its commit
+  (well under a millisecond here) is not counted. "created_at -> completed_at" is the part
+  inside the services.
+- **In flight.** {in_flight_tasks:,} tasks queued, one worker with
+  `WORKER_CONCURRENCY={in_flight}` and the delay at {low:g}-{high:g} s. After a
+  {in_flight_warmup:g} s warm-up (all slots start together, so completions bunch up at first),
+  completions are counted for {measure:g} s while the PROCESSING rows are sampled every 0.5 s.
+  Peak memory is the worker's VmHWM from /proc.
+- **Memory.** Resident memory (VmRSS) one second after start-up, before any load; for
+  uvicorn `--workers 2` and Celery, summed over the process and its children. 1 MB = 10^6 bytes.
+- **Honesty.** After each load: the 2xx answers, the rows in the table and the messages on the
+  queue must agree. wrk drops the requests still in flight when it stops, so those (at most one
+  per connection per run) may add rows, but each row must have its message. After each drain:
+  every task COMPLETED once (attempts = completions), no message left. A disagreement fails the
+  run.
+- **Celery peer** (`bench/celery_peer/`, its own pinned requirements and venv,
+  `bench/.venv-celery`): a FastAPI `def` route with a SQLAlchemy ORM session per request
+  (insert, commit), then `process_task.delay(task_id)`; the task updates the row through the
+  ORM to PROCESSING (commit), sleeps the delay, then to COMPLETED (commit). A yardstick, not
+  part of the product.
+
+## Profiling
+
+`PYTHONPATH=. .venv/bin/python -m bench.hotspots [--read] [--seconds 10]` (as root: py-spy
+attaches to the process) starts the API x1 in a scratch database and vhost, drives it like the
+submit (or read) measurement, records it with py-spy (installed into .venv when missing) and
+prints the cores the API, MariaDB, RabbitMQ and wrk used, and where the API's Python time goes.
+"""
+
+
+def write_doc(
+    *,
+    plan: Plan,
+    table: str,
+    checks: list[Check],
+    machine: list[str],
+    when: str,
+    commit: str,
+    minutes: float,
+) -> Path:
+    low, high = plan.in_flight_delay
+    method = METHOD.format(
+        warmup=plan.warmup_seconds,
+        measure=plan.measure_seconds,
+        connections=plan.connections,
+        rate=plan.fixed_rate,
+        rows=plan.read_rows,
+        sample=plan.read_sample_ids,
+        drain=plan.drain_tasks,
+        celery_drain=plan.celery_drain_tasks,
+        concurrency=plan.drain_concurrency,
+        e2e_rate=plan.end_to_end_rate,
+        in_flight_tasks=plan.in_flight_tasks,
+        in_flight=plan.in_flight,
+        low=low,
+        high=high,
+        in_flight_warmup=plan.in_flight_warmup_seconds,
+    )
+    lines = [
+        "# Benchmarks",
+        "",
+        "`make bench` starts the API (one and two uvicorn processes), the worker, a hello-world"
+        " FastAPI app and a Celery peer against the local MariaDB and RabbitMQ, drives them,"
+        " stops them, prints the table below and rewrites this file. It installs wrk (Debian)"
+        " when run as root, and makes the Celery peer's venv on first use. `make bench-smoke`"
+        " runs the same code for a few seconds per measurement as part of `make test`: it checks"
+        " that every measurement yields a number and that the honesty checks pass, not the"
+        " targets.",
+        "",
+        "## Latest run",
+        "",
+        f"`{COMMAND}` on {when}, commit {commit}, {minutes:.1f} minutes.",
+        "",
+        *(f"- {line}" for line in machine),
+        "",
+        table,
+        "",
+        "Honesty checks of this run:",
+        "",
+        *(f"- {check.line()}" for check in checks),
+        "",
+        method,
+    ]
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text("\n".join(lines))
+    return DOC

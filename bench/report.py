@@ -1,0 +1,264 @@
+"""The table: one row per measurement, its baseline, the ratio, the target and the verdict."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench.plan import Plan
+from bench.results import Drain, Load, Results, Submit
+
+MB = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    measurement: str
+    value: str
+    baseline: str = ""
+    ratio: str = ""
+    target: str = ""
+    passed: bool | None = None  # None: no target, the row is for reference
+
+    @property
+    def verdict(self) -> str:
+        return {True: "pass", False: "FAIL", None: "-"}[self.passed]
+
+
+def _rate(value: float, unit: str = "req/s") -> str:
+    return f"{value:,.0f} {unit}"
+
+
+def _ms(value: float) -> str:
+    if math.isinf(value):
+        return "no answer"  # a request that failed or timed out counts as infinitely slow
+    return f"{value:.1f} ms" if value < 100 else f"{value:,.0f} ms"
+
+
+def _latency(load: Load) -> str:
+    return f"p50 {_ms(load.p50_ms)}, p99 {_ms(load.p99_ms)}"
+
+
+def _mb(value: int) -> str:
+    return f"{value / MB:.0f} MB"
+
+
+def _share(value: float, base: float) -> float:
+    return value / base if base else math.nan
+
+
+def _submit_rows(plan: Plan, results: Results) -> list[Row]:
+    s = results.submit
+    hello, celery = s["hello"], s["celery"]
+    conn, rate = f"{plan.connections} conn", f"{plan.fixed_rate} req/s"
+    rows: list[Row] = []
+    for key, label in (("api1", "API x1"), ("api2", "API x2")):
+        api = s[key]
+        to_hello = _share(api.closed.rate, hello.closed.rate)
+        to_celery = _share(api.closed.rate, celery.closed.rate)
+        rows += [
+            Row(
+                f"Submit, {conn}: throughput, {label}",
+                _rate(api.closed.rate),
+                f"hello-world {_rate(hello.closed.rate)}",
+                f"{to_hello:.0%}",
+                ">= 35% of hello-world",
+                to_hello >= 0.35,
+            ),
+            Row(
+                f"Submit, {conn}: throughput, {label} vs Celery",
+                _rate(api.closed.rate),
+                f"Celery peer {_rate(celery.closed.rate)}",
+                f"{to_celery:.1f}x",
+                ">= 8x Celery peer",
+                to_celery >= 8,
+            ),
+            Row(
+                f"Submit, {conn}: latency, {label}",
+                _latency(api.closed),
+                f"hello-world p99 {_ms(hello.closed.p99_ms)}",
+                target="p99 <= 50 ms",
+                passed=api.closed.p99_ms <= 50,
+            ),
+            Row(
+                f"Submit, {rate}: latency, {label}",
+                _paced_value(plan, api),
+                f"hello-world p99 {_ms(hello.paced.p99_ms)}",
+                target="p99 <= 10 ms",
+                passed=api.paced.p99_ms <= 10 and _kept_up(plan, api),
+            ),
+        ]
+    for key, label in (("hello", "hello-world"), ("celery", "Celery peer")):
+        base = s[key]
+        rows += [
+            Row(f"Submit, {conn}: {label}", f"{_rate(base.closed.rate)}, {_latency(base.closed)}"),
+            Row(f"Submit, {rate}: {label}", _paced_value(plan, base)),
+        ]
+    return rows
+
+
+def _kept_up(plan: Plan, submit: Submit) -> bool:
+    return submit.paced.fell_behind_after is None and submit.paced.rate >= 0.98 * plan.fixed_rate
+
+
+def _paced_value(plan: Plan, submit: Submit) -> str:
+    value = _latency(submit.paced)
+    paced = submit.paced
+    if paced.fell_behind_after is not None:
+        value += f" (fell behind, stopped after {paced.fell_behind_after:.1f} s;"
+        value += f" {_rate(paced.rate)} answered)"
+    elif not _kept_up(plan, submit):
+        value += f" (fell behind: {_rate(paced.rate)} answered)"
+    return value
+
+
+def _read_rows(plan: Plan, results: Results) -> list[Row]:
+    hello = results.submit["hello"].closed.rate
+    rows: list[Row] = []
+    for key, label in (("api1", "API x1"), ("api2", "API x2")):
+        load = results.read[key]
+        share = _share(load.rate, hello)
+        what = f"Read by id, {plan.read_rows:,} rows"
+        rows += [
+            Row(
+                f"{what}: throughput, {label}",
+                _rate(load.rate),
+                f"hello-world POST {_rate(hello)}",
+                f"{share:.0%}",
+                ">= 60% of hello-world",
+                share >= 0.60,
+            ),
+            Row(
+                f"{what}: latency, {label}",
+                _latency(load),
+                target="p99 <= 20 ms",
+                passed=load.p99_ms <= 20,
+            ),
+        ]
+    return rows
+
+
+def _drain_rows(plan: Plan, results: Results) -> list[Row]:
+    ours, celery = results.drain["ours"], results.drain["celery"]
+    per_process = celery.rate / celery.processes
+    ratio = _share(ours.rate, per_process)
+    return [
+        Row(
+            f"Drain {plan.drain_tasks:,} tasks, delay 0: our worker, 1 process",
+            _rate(ours.rate, "tasks/s"),
+            f"Celery -c {celery.processes}{_of(plan.celery_drain_tasks, plan.drain_tasks)}:"
+            f" {_rate(celery.rate, 'tasks/s')},"
+            f" {per_process:,.0f} per process",
+            f"{ratio:.1f}x",
+            ">= 3x Celery per process",
+            ratio >= 3,
+        ),
+        _peak_row("Drain: worker peak memory", ours, celery),
+    ]
+
+
+def _of(tasks: int, ours: int) -> str:
+    return "" if tasks == ours else f" ({tasks:,} tasks)"
+
+
+def _peak_row(label: str, ours: Drain, celery: Drain) -> Row:
+    return Row(label, _mb(ours.peak_rss), f"Celery worker (3 processes) {_mb(celery.peak_rss)}")
+
+
+def _end_to_end_rows(plan: Plan, results: Results) -> list[Row]:
+    e2e = results.end_to_end
+    assert e2e is not None
+    return [
+        Row(
+            f"End-to-end overhead, {plan.end_to_end_rate} req/s: submit -> COMPLETED",
+            f"p50 {_ms(e2e.overhead_p50_ms)}, p99 {_ms(e2e.overhead_p99_ms)}",
+            f"created_at -> completed_at: p50 {_ms(e2e.server_p50_ms)},"
+            f" p99 {_ms(e2e.server_p99_ms)}",
+            target="p50 <= 5 ms, p99 <= 25 ms",
+            passed=e2e.overhead_p50_ms <= 5 and e2e.overhead_p99_ms <= 25,
+        )
+    ]
+
+
+def _in_flight_rows(plan: Plan, results: Results) -> list[Row]:
+    flight = results.in_flight
+    assert flight is not None
+    low, high = plan.in_flight_delay
+    ideal = plan.in_flight / ((low + high) / 2)
+    what = f"{plan.in_flight:,} in flight, delay {low:g}-{high:g} s"
+    return [
+        Row(
+            f"{what}: throughput, 1 worker process",
+            f"{_rate(flight.rate, 'tasks/s')} (in flight: min {flight.in_flight_min:,},"
+            f" mean {flight.in_flight_mean:,.0f})",
+            f"ideal {plan.in_flight:,} / {(low + high) / 2:g} s = {_rate(ideal, 'tasks/s')}",
+            f"{_share(flight.rate, ideal):.0%}",
+        ),
+        Row(
+            f"{what}: worker peak memory",
+            _mb(flight.peak_rss),
+            target="< 250 MB",
+            passed=flight.peak_rss < 250 * MB,
+        ),
+    ]
+
+
+def _memory_rows(results: Results) -> list[Row]:
+    e2e = results.end_to_end
+    assert e2e is not None
+    s = results.submit
+    hello = f"hello-world {_mb(s['hello'].idle_rss)}"
+    return [
+        Row("Idle memory: API x1", _mb(s["api1"].idle_rss), hello, "", "< 120 MB",
+            s["api1"].idle_rss < 120 * MB),
+        Row("Idle memory: worker", _mb(e2e.worker_idle_rss), "", "", "< 120 MB",
+            e2e.worker_idle_rss < 120 * MB),
+        Row("Idle memory: API x2 (supervisor + 2 workers)", _mb(s["api2"].idle_rss)),
+        Row("Peak memory after submit load: API x1", _mb(s["api1"].peak_rss)),
+    ]  # fmt: skip
+
+
+def _honesty_row(results: Results) -> Row:
+    agree = sum(check.ok for check in results.checks)
+    return Row(
+        "Honesty: 2xx answers = rows = messages, nothing lost or done twice",
+        f"{agree} of {len(results.checks)} checks agree",
+        target="all agree",
+        passed=agree == len(results.checks),
+    )
+
+
+SECTIONS: tuple[Callable[[Plan, Results], list[Row]], ...] = (
+    _submit_rows,
+    _read_rows,
+    _drain_rows,
+    _end_to_end_rows,
+    _in_flight_rows,
+    lambda plan, results: _memory_rows(results),
+    lambda plan, results: [_honesty_row(results)],
+)
+
+
+def build_rows(plan: Plan, results: Results) -> list[Row]:
+    return [row for section in SECTIONS for row in section(plan, results)]
+
+
+def missing_numbers(rows: list[Row]) -> list[str]:
+    """Rows whose value did not come out as a number."""
+    return [row.measurement for row in rows if "nan" in row.value]
+
+
+def markdown_table(rows: list[Row]) -> str:
+    header = ("Measurement", "Value", "Baseline", "Ratio", "Target", "Result")
+    cells = [
+        header,
+        *((r.measurement, r.value, r.baseline, r.ratio, r.target, r.verdict) for r in rows),
+    ]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
+
+    def render(line: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([render(header), rule, *(render(line) for line in cells[1:])])

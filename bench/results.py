@@ -1,0 +1,82 @@
+"""What each measurement found, and the honesty checks that vouch for it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One honesty check: what the clients were told agrees with the table and the queue."""
+
+    what: str
+    detail: str
+    ok: bool
+
+    def line(self) -> str:
+        return f"{'agree' if self.ok else 'DISAGREE'}: {self.what}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Throughput and latency of one run under load."""
+
+    rate: float  # 2xx answers per second
+    p50_ms: float
+    p99_ms: float
+    answers: int
+    fell_behind_after: float | None = None  # a paced run that stopped early: when, in seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    closed: Load  # wrk, `connections` connections
+    paced: Load  # the fixed rate
+    idle_rss: int
+    peak_rss: int
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    rate: float  # tasks per second from PENDING to COMPLETED
+    processes: int  # worker processes doing the work
+    peak_rss: int
+
+
+@dataclass(frozen=True, slots=True)
+class EndToEnd:
+    overhead_p50_ms: float
+    overhead_p99_ms: float
+    server_p50_ms: float  # completed_at - created_at, inside the services
+    server_p99_ms: float
+    tasks: int
+    worker_idle_rss: int
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    rate: float
+    in_flight_min: int
+    in_flight_mean: float
+    peak_rss: int
+
+
+@dataclass
+class Results:
+    submit: dict[str, Submit] = field(default_factory=dict)
+    read: dict[str, Load] = field(default_factory=dict)
+    read_load_seconds: float = 0.0
+    drain: dict[str, Drain] = field(default_factory=dict)
+    end_to_end: EndToEnd | None = None
+    in_flight: InFlight | None = None
+    checks: list[Check] = field(default_factory=list)

@@ -1,0 +1,76 @@
+"""The whole run, in order: each measurement starts what it needs and stops it again."""
+
+from __future__ import annotations
+
+import logging
+
+from bench.drain import drain_celery, drain_ours
+from bench.end_to_end import measure_end_to_end
+from bench.environment import BenchEnvironment, bench_environment
+from bench.in_flight import measure_in_flight
+from bench.plan import Plan
+from bench.read import clear_rows, load_rows, measure_read
+from bench.results import Check, Results
+from bench.submit import measure_submit, targets
+
+logger = logging.getLogger("bench")
+
+
+def _record(results: Results, *checks: Check) -> None:
+    for check in checks:
+        results.checks.append(check)
+        log = logger.info if check.ok else logger.error
+        log("honesty: %s", check.line())
+
+
+async def _submit(bench: BenchEnvironment, plan: Plan, results: Results) -> None:
+    for target in targets(bench):
+        logger.info("submit: %s", target.label)
+        results.submit[target.key], checks = await measure_submit(bench, plan, target)
+        _record(results, *checks)
+
+
+async def _read(bench: BenchEnvironment, plan: Plan, results: Results) -> None:
+    logger.info("read: loading %s rows", f"{plan.read_rows:,}")
+    ids, results.read_load_seconds = await load_rows(bench, plan)
+    logger.info("read: loaded in %.1f s", results.read_load_seconds)
+    for processes in (1, 2):
+        logger.info("read: API x%d", processes)
+        results.read[f"api{processes}"], check = await measure_read(
+            bench, plan, ids, processes=processes
+        )
+        _record(results, check)
+    await clear_rows(bench)
+
+
+async def _work(bench: BenchEnvironment, plan: Plan, results: Results) -> None:
+    logger.info("end-to-end: %d req/s", plan.end_to_end_rate)
+    results.end_to_end, checks = await measure_end_to_end(bench, plan)
+    _record(results, *checks)
+    logger.info("drain: our worker, %s tasks", f"{plan.drain_tasks:,}")
+    results.drain["ours"], check = await drain_ours(bench, plan)
+    _record(results, check)
+    logger.info("drain: Celery worker, %s tasks", f"{plan.celery_drain_tasks:,}")
+    results.drain["celery"], check = await drain_celery(bench, plan)
+    _record(results, check)
+    logger.info(
+        "in flight: %s tasks, %s queued", f"{plan.in_flight:,}", f"{plan.in_flight_tasks:,}"
+    )
+    results.in_flight, check = await measure_in_flight(bench, plan)
+    _record(results, check)
+
+
+async def run_suite(plan: Plan) -> tuple[Results, dict[str, str]]:
+    """Every measurement, in a scratch database and vhost; returns the results and the
+    servers' versions."""
+    async with bench_environment() as bench:
+        versions = {
+            "mariadb": await bench.table.server_version(),
+            "rabbitmq": bench.queues.broker_version,
+        }
+        results = Results()
+        # Submit first: starting the API also declares the queues the later phases publish to.
+        await _submit(bench, plan, results)
+        await _read(bench, plan, results)
+        await _work(bench, plan, results)
+    return results, versions
