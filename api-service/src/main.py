@@ -106,14 +106,27 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def create_app_from_environment() -> FastAPI:
+    """The factory each process calls when API_WORKERS > 1."""
+    settings = load_settings()
+    configure_logging(service="api", level=settings.log_level, fmt=settings.log_format)
+    return create_app(settings)
+
+
 def run() -> None:
     try:
         settings = load_settings()
     except ConfigurationError as exc:
         sys.exit(f"api: {exc}")
     configure_logging(service="api", level=settings.log_level, fmt=settings.log_format)
+    # Several processes share the port; each has its own pool, connection and dispatcher.
+    app: FastAPI | str = (
+        create_app(settings) if settings.api_workers == 1 else "main:create_app_from_environment"
+    )
     uvicorn.run(
-        create_app(settings),
+        app,
+        factory=settings.api_workers > 1,
+        workers=settings.api_workers,
         host=settings.api_host,
         port=settings.api_port,
         log_config=None,

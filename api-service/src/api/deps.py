@@ -11,17 +11,17 @@ from common.tasks import TaskRepository
 from services.ports import TaskPublisher
 
 
-def get_repository(request: Request) -> TaskRepository:
+async def get_repository(request: Request) -> TaskRepository:
     repository: TaskRepository = request.app.state.repository
     return repository
 
 
-def get_publisher(request: Request) -> TaskPublisher:
+async def get_publisher(request: Request) -> TaskPublisher:
     publisher: TaskPublisher = request.app.state.publisher
     return publisher
 
 
-def require_json_body(request: Request) -> None:
+async def require_json_body(request: Request) -> None:
     """415 unless the body is declared as JSON (`application/json` or `application/*+json`)."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json" and not (
