@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aio_pika
 import httpx
@@ -24,7 +24,7 @@ from common.topology import Topology
 from main import create_app
 from testkit.broker import broker_channel, take_all
 from testkit.polling import wait_until
-from testkit.proxy import TcpProxy, tcp_proxy
+from testkit.proxy import TcpProxy
 from testkit.scratch import scratch_environment, through_proxies
 
 pytestmark = pytest.mark.integration
@@ -36,18 +36,6 @@ async def direct() -> AsyncIterator[Settings]:
     overrides = {"dispatch_interval_seconds": 0.1, "dispatch_min_age_seconds": 0.5}
     async with scratch_environment(**overrides) as settings:
         yield settings
-
-
-@pytest.fixture(scope="module")
-def db_proxy(direct: Settings) -> Iterator[TcpProxy]:
-    with tcp_proxy(direct.database.host, direct.database.port) as proxy:
-        yield proxy
-
-
-@pytest.fixture(scope="module")
-def broker_proxy(direct: Settings) -> Iterator[TcpProxy]:
-    with tcp_proxy(direct.rabbitmq_host, direct.rabbitmq_port) as proxy:
-        yield proxy
 
 
 @pytest.fixture(scope="module")

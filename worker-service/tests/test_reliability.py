@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from aio_pika.abc import AbstractChannel
@@ -19,7 +19,7 @@ from common.tasks import NewTask, TaskRecord, TaskStatus
 from common.topology import Topology
 from testkit.broker import broker_channel, publish_raw, publish_task, take_all
 from testkit.polling import wait_until
-from testkit.proxy import TcpProxy, tcp_proxy
+from testkit.proxy import TcpProxy
 from testkit.scratch import scratch_environment, through_proxies
 
 pytestmark = pytest.mark.integration
@@ -37,18 +37,6 @@ async def direct() -> AsyncIterator[Settings]:
     }
     async with scratch_environment(**overrides) as settings:
         yield settings
-
-
-@pytest.fixture(scope="module")
-def db_proxy(direct: Settings) -> Iterator[TcpProxy]:
-    with tcp_proxy(direct.database.host, direct.database.port) as proxy:
-        yield proxy
-
-
-@pytest.fixture(scope="module")
-def broker_proxy(direct: Settings) -> Iterator[TcpProxy]:
-    with tcp_proxy(direct.rabbitmq_host, direct.rabbitmq_port) as proxy:
-        yield proxy
 
 
 @pytest.fixture(scope="module")
