@@ -23,7 +23,7 @@ from chaos.report import LogTally, Verdict
 from common.database import MySQLTaskRepository, close_pool, create_pool
 from common.settings import Settings
 from common.tasks import NewTask
-from testkit.polling import wait_until
+from testkit.polling import api_healthy, wait_until
 from testkit.processes import ROOT, free_port
 from testkit.proxy import TcpProxy, tcp_proxy
 from testkit.scratch import scratch_environment, service_environment, through_proxies
@@ -248,13 +248,6 @@ async def _stack(plan: ChaosPlan, logs: Path) -> AsyncIterator[Run]:
 async def run_chaos(plan: ChaosPlan, logs: Path) -> Verdict:
     """Run the plan start to finish and judge what it left behind."""
     async with _stack(plan, logs) as run:
-        await wait_until(lambda: _healthy(run.client), timeout=30, what="API /health")
+        await wait_until(lambda: api_healthy(run.client), timeout=30, what="API /health")
         await asyncio.gather(run.submit_all(), run.faults())
         return await _verdict(run, await _drain(run))
-
-
-async def _healthy(client: httpx.AsyncClient) -> bool:
-    try:
-        return (await client.get("/health")).status_code == 200
-    except httpx.TransportError:
-        return False

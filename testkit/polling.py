@@ -5,6 +5,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import httpx
+
 T = TypeVar("T")
 
 
@@ -24,3 +26,11 @@ async def wait_until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def api_healthy(client: httpx.AsyncClient) -> bool:
+    """The API answers /health with 200 (a refused connection counts as not yet)."""
+    try:
+        return (await client.get("/health")).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from common.settings import Settings
-from testkit.polling import wait_until
+from testkit.polling import api_healthy, wait_until
 from testkit.processes import free_port, service_process
 from testkit.scratch import scratch_environment, service_environment
 
@@ -53,7 +53,7 @@ async def test_killed_worker_tasks_are_taken_over_and_completed_once(
     base_url = f"http://127.0.0.1:{settings.api_port}"
     with service_process("api-service", env, tmp_path / "api.log"):
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-            await wait_until(lambda: _healthy(client), timeout=30, what="API up")
+            await wait_until(lambda: api_healthy(client), timeout=30, what="API up")
             with service_process("worker-service", env, tmp_path / "victim.log") as victim:
                 ids = [
                     (
@@ -81,13 +81,6 @@ async def test_killed_worker_tasks_are_taken_over_and_completed_once(
     assert any(task["attempts"] >= 2 for task in tasks)
 
 
-async def _healthy(client: httpx.AsyncClient) -> bool:
-    try:
-        return (await client.get("/health")).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 async def _count(client: httpx.AsyncClient, ids: list[str], status: str, *, at_least: int) -> bool:
     statuses = await asyncio.gather(*(client.get(f"/api/tasks/{i}") for i in ids))
     matching: int = sum(r.json()["status"] == status for r in statuses)
@@ -108,7 +101,7 @@ async def test_sigterm_past_the_grace_hands_tasks_back_and_exits_zero(
     base_url = f"http://127.0.0.1:{slow.api_port}"
     with service_process("api-service", env, tmp_path / "api.log"):
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-            await wait_until(lambda: _healthy(client), timeout=30, what="API up")
+            await wait_until(lambda: api_healthy(client), timeout=30, what="API up")
             with service_process("worker-service", env, tmp_path / "slow.log") as worker:
                 task_id = (
                     await client.post("/api/tasks", json={"title": "slow", "description": "d"})
