@@ -162,21 +162,7 @@ class MySQLTaskRepository:
             f" VALUES {rows}",
             values,
         )
-        return [
-            TaskRecord(
-                task_id=task.task_id,
-                title=task.title,
-                description=task.description,
-                status=TaskStatus.PENDING,
-                metadata=task.metadata,
-                attempts=0,
-                last_error=None,
-                created_at=now,
-                updated_at=now,
-                completed_at=None,
-            )
-            for task in tasks
-        ]
+        return [TaskRecord.pending(task, now) for task in tasks]
 
     async def get(self, task_id: str) -> TaskRecord | None:
         async with self._cursor() as cursor:

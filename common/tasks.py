@@ -42,6 +42,22 @@ class TaskRecord:
     updated_at: datetime
     completed_at: datetime | None
 
+    @classmethod
+    def pending(cls, task: NewTask, created_at: datetime) -> TaskRecord:
+        """The row as `create` inserts it: PENDING, no attempts yet."""
+        return cls(
+            task_id=task.task_id,
+            title=task.title,
+            description=task.description,
+            status=TaskStatus.PENDING,
+            metadata=task.metadata,
+            attempts=0,
+            last_error=None,
+            created_at=created_at,
+            updated_at=created_at,
+            completed_at=None,
+        )
+
 
 class ClaimResult(enum.Enum):
     CLAIMED = "claimed"

@@ -42,18 +42,7 @@ class InMemoryTaskRepository:
     async def create(self, task: NewTask) -> TaskRecord:
         self._enter("create")
         now = datetime.now(UTC)
-        record = TaskRecord(
-            task_id=task.task_id,
-            title=task.title,
-            description=task.description,
-            status=TaskStatus.PENDING,
-            metadata=task.metadata,
-            attempts=0,
-            last_error=None,
-            created_at=now,
-            updated_at=now,
-            completed_at=None,
-        )
+        record = TaskRecord.pending(task, now)
         self.rows[task.task_id] = record
         return record
 
