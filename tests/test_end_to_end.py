@@ -161,10 +161,10 @@ async def test_one_task_id_tells_its_story_across_both_logs(stack: Stack) -> Non
             for line in (stack.logs / name).read_text().splitlines():
                 if task_id in line:
                     entry = json.loads(line)
-                    events.append(f"{entry['service']}:{entry['event']}")
+                    published = " (published)" if entry.get("published") is True else ""
+                    events.append(f"{entry['service']}:{entry['event']}{published}")
         wanted = [
-            "api:task accepted",
-            "api:task published",
+            "api:task accepted (published)",
             "worker:task claimed",
             "worker:task completed",
         ]

@@ -6,7 +6,6 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from api.deps import get_publisher, get_repository
 from common.settings import Settings, load_settings
 from main import create_app
 from testkit.fakes import InMemoryTaskRepository, RecordingPublisher
@@ -33,8 +32,8 @@ def app(
 ) -> FastAPI:
     """The real app with the fakes at its ports; its lifespan (real connections) never runs."""
     app = create_app(settings)
-    app.dependency_overrides[get_repository] = lambda: repository
-    app.dependency_overrides[get_publisher] = lambda: publisher
+    app.state.repository = repository
+    app.state.publisher = publisher
     return app
 
 

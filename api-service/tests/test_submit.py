@@ -87,6 +87,7 @@ async def test_accepts_every_valid_shape(client: httpx.AsyncClient, body: dict[s
         ({"title": "t", "description": "d", "metadata": [1, 2]}, "metadata"),
         ({"title": "t", "description": "d", "metadata": "x"}, "metadata"),
         ({"title": "t", "description": "d", "extra": 1}, "extra"),
+        ({"title": "t", "description": "d", "metadata": {"n": 2**64}}, "metadata"),
         (["title", "description"], "body"),
         ("just a string", "body"),
     ],
@@ -104,6 +105,18 @@ async def test_rejects_bad_input_with_400_naming_the_field(
     assert field in [error["field"] for error in problem["errors"]]
     assert all(error["message"] for error in problem["errors"])
     assert publisher.published == []
+
+
+async def test_numbers_json_allows_but_storage_does_not_are_400(
+    client: httpx.AsyncClient,
+) -> None:
+    for number in (b"1e400", b"-1e400", b"123456789012345678901234567890"):
+        content = b'{"title": "t", "description": "d", "metadata": {"n": %s}}' % number
+        response = await client.post(
+            "/api/tasks", content=content, headers={"content-type": "application/json"}
+        )
+        problem = assert_problem(response, 400)
+        assert [error["field"] for error in problem["errors"]] == ["metadata"], number
 
 
 @pytest.mark.parametrize("content", [b"{bad json", b"", b"null"])

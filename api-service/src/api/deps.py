@@ -1,27 +1,32 @@
-"""Dependencies of the routes, as `Annotated` aliases. Tests replace the getters through
-`app.dependency_overrides`."""
+"""What the routes take from the request: the app's collaborators and the task body.
+
+The hot routes take the `Request` alone and call these directly instead of declaring
+FastAPI dependencies: solving dependencies and validating a parsed dict cost more than
+the rest of the request (see docs/benchmarks.md). Tests put fakes on `app.state`.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import Depends, HTTPException, Request
+from fastapi import HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from common.tasks import TaskRepository
+from models.tasks import TaskCreate
 from services.ports import TaskPublisher
 
 
-async def get_repository(request: Request) -> TaskRepository:
+def repository_of(request: Request) -> TaskRepository:
     repository: TaskRepository = request.app.state.repository
     return repository
 
 
-async def get_publisher(request: Request) -> TaskPublisher:
+def publisher_of(request: Request) -> TaskPublisher:
     publisher: TaskPublisher = request.app.state.publisher
     return publisher
 
 
-async def require_json_body(request: Request) -> None:
+def require_json_body(request: Request) -> None:
     """415 unless the body is declared as JSON (`application/json` or `application/*+json`)."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json" and not (
@@ -30,5 +35,14 @@ async def require_json_body(request: Request) -> None:
         raise HTTPException(415, "Content-Type must be application/json.")
 
 
-RepositoryDep = Annotated[TaskRepository, Depends(get_repository)]
-PublisherDep = Annotated[TaskPublisher, Depends(get_publisher)]
+async def task_create_body(request: Request) -> TaskCreate:
+    """The body parsed and validated in one pass by pydantic-core; a bad one raises the
+    same RequestValidationError (errors located under "body") that FastAPI would."""
+    require_json_body(request)
+    try:
+        return TaskCreate.model_validate_json(await request.body())
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in errors]
+        ) from None

@@ -28,6 +28,8 @@ class BodySizeLimit:
 
     A chunked body has no Content-Length, so the count is what decides; once it passes the
     limit, the app stops reading and whatever it would have answered is replaced by the 413.
+    A request with a Content-Length and no Transfer-Encoding cannot send more than it
+    declared (the HTTP parser ends the body there), so checking the number is enough.
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
@@ -38,9 +40,12 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
+        declared, chunked = _body_framing(scope)
         if declared is not None and declared > self.max_bytes:
             await self._too_large(scope, receive, send, more_body=True)
+            return
+        if not chunked:  # declared within the limit, or no body at all
+            await self.app(scope, receive, send)
             return
         received = 0
         exceeded = False
@@ -90,14 +95,20 @@ async def _drain(receive: Receive, limit: int) -> None:
         drained += len(message.get("body", b""))
 
 
-def _content_length(scope: Scope) -> int | None:
+def _body_framing(scope: Scope) -> tuple[int | None, bool]:
+    """(Content-Length if valid, whether the body must be counted as it streams): a
+    Transfer-Encoding, or a Content-Length that is not a number, leaves only the count."""
+    declared: int | None = None
+    counted = False
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
-                return int(value)
+                declared = int(value)
             except ValueError:
-                return None
-    return None
+                counted = True
+        elif name == b"transfer-encoding":
+            counted = True
+    return declared, counted
 
 
 class UnhandledErrors:

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from models.problems import Problem
+from models.tasks import TaskCreate
 
 _EXAMPLES: dict[int, dict[str, Any]] = {
     400: {
@@ -91,7 +92,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def install_openapi(app: FastAPI) -> None:
-    """Build the document once, with the Problem schemas added to its components."""
+    """Build the document once, with the Problem and TaskCreate schemas (named by routes
+    that read their body themselves) added to its components."""
 
     def build() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -101,10 +103,11 @@ def install_openapi(app: FastAPI) -> None:
                 description=app.description,
                 routes=app.routes,
             )
-            schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
             components = document.setdefault("components", {}).setdefault("schemas", {})
-            components.update(schema.pop("$defs", {}))
-            components["Problem"] = schema
+            for model in (Problem, TaskCreate):
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(schema.pop("$defs", {}))
+                components[model.__name__] = schema
             _drop_422(document)
             app.openapi_schema = document
         return app.openapi_schema

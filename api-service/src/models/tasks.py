@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StrictStr
 
 from common.tasks import TaskRecord, TaskStatus
@@ -21,6 +22,19 @@ def _not_blank(value: str) -> str:
 def _within_64_kib(value: str) -> str:
     if len(value.encode()) > MAX_DESCRIPTION_BYTES:
         raise ValueError(f"must be at most {MAX_DESCRIPTION_BYTES} bytes of UTF-8")
+    return value
+
+
+def _storable(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    # JSON allows numbers that MySQL's JSON type and orjson do not: integers beyond 64 bits,
+    # and (by overflow, as 1e400) infinity. Whatever does not survive a round trip is refused.
+    if value is not None:
+        try:
+            same = orjson.loads(orjson.dumps(value)) == value
+        except orjson.JSONEncodeError:
+            same = False
+        if not same:
+            raise ValueError("must hold only integers within 64 bits and finite numbers")
     return value
 
 
@@ -41,7 +55,7 @@ class TaskCreate(BaseModel):
 
     title: Annotated[StrictStr, Field(min_length=1, max_length=255), AfterValidator(_not_blank)]
     description: Annotated[StrictStr, AfterValidator(_not_blank), AfterValidator(_within_64_kib)]
-    metadata: dict[str, Any] | None = None
+    metadata: Annotated[dict[str, Any] | None, AfterValidator(_storable)] = None
 
 
 class TaskAccepted(BaseModel):
