@@ -165,10 +165,18 @@ class MySQLTaskRepository:
         return [TaskRecord.pending(task, now) for task in tasks]
 
     async def get(self, task_id: str) -> TaskRecord | None:
+        [record] = await self.get_many([task_id])
+        return record
+
+    async def get_many(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
+        """The tasks in one SELECT, in the order asked (None where there is no such task)."""
+        ids = sorted(set(task_ids))
         async with self._cursor() as cursor:
-            await cursor.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id = %s", (task_id,))
-            row = await cursor.fetchone()
-        return None if row is None else _record(row)
+            await cursor.execute(
+                f"SELECT {_COLUMNS} FROM tasks WHERE id IN ({_in_clause(len(ids))})", ids
+            )
+            found = {row[0]: _record(row) for row in await cursor.fetchall()}
+        return [found.get(task_id) for task_id in task_ids]
 
     async def mark_dispatched(self, task_ids: Sequence[str]) -> None:
         if task_ids:

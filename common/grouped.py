@@ -1,7 +1,8 @@
-"""The TaskRepository port with its hot writes grouped (see common.batching).
+"""The TaskRepository port with its hot statements grouped (see common.batching).
 
-Creating, claiming and completing tasks are what every request and every delivery does; here
-concurrent callers share one statement instead of each taking a connection and a round trip.
+Creating, reading, claiming and completing tasks are what every request and every delivery
+does; here concurrent callers share one statement instead of each taking a connection and a
+round trip.
 The outbox mark is written in the background: nobody waits for it, and a lost mark only
 means the dispatcher sends a duplicate that the worker's claim turns away.
 """
@@ -20,6 +21,7 @@ class GroupedTaskRepository:
     def __init__(self, inner: MySQLTaskRepository, *, max_batch: int = 500) -> None:
         self.inner = inner
         self._creates = Batcher(inner.create_many, max_batch=max_batch)
+        self._reads = Batcher(inner.get_many, max_batch=max_batch)
         self._claims = Batcher(self._claim_batch, max_batch=max_batch)
         self._completions = Batcher(inner.complete_many, max_batch=max_batch)
         self._marks = BackgroundBatcher(
@@ -44,7 +46,7 @@ class GroupedTaskRepository:
         return await self._creates.submit(task)
 
     async def get(self, task_id: str) -> TaskRecord | None:
-        return await self.inner.get(task_id)
+        return await self._reads.submit(task_id)
 
     async def mark_dispatched(self, task_ids: Sequence[str]) -> None:
         for task_id in task_ids:

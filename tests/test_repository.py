@@ -43,6 +43,17 @@ async def test_create_many_inserts_every_row_in_one_go(repository: MySQLTaskRepo
     assert (stored.title, stored.metadata, stored.status) == ("t7 ✓", {"n": 7}, TaskStatus.PENDING)
 
 
+async def test_get_many_answers_in_the_order_asked(repository: MySQLTaskRepository) -> None:
+    first, second = [t.task_id for t in await repository.create_many(new_tasks(2))]
+    ghost = str(uuid.uuid4())
+
+    records = await repository.get_many([second, ghost, first, second])
+
+    assert [r.task_id if r else None for r in records] == [second, None, first, second]
+    assert records[0] is not None
+    assert records[0].metadata == {"n": 1}
+
+
 async def test_claim_many_sorts_out_each_request(repository: MySQLTaskRepository) -> None:
     pending, held, stolen, done = [t.task_id for t in await repository.create_many(new_tasks(4))]
     await repository.claim_many([ClaimRequest(held), ClaimRequest(stolen)], lease_seconds=60)
@@ -107,7 +118,7 @@ async def test_grouped_repository_serves_concurrent_callers(
     assert all(completions)
     await grouped.mark_dispatched(ids)
     await grouped.flush_marks()
-    for task_id in ids[:5]:
-        record = await repository.get(task_id)
-        assert record is not None
-        assert record.status is TaskStatus.COMPLETED
+    records = await asyncio.gather(*(grouped.get(i) for i in [*ids, str(uuid.uuid4())]))
+    assert [r.task_id if r else None for r in records[:-1]] == ids
+    assert all(r is not None and r.status is TaskStatus.COMPLETED for r in records[:-1])
+    assert records[-1] is None

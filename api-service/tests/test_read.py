@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 from test_submit import VALID, assert_problem
 
-from common.tasks import NewTask
+from common.tasks import NewTask, TaskRecord, TaskStatus
+from models.tasks import TaskPublic
 from testkit.fakes import InMemoryTaskRepository, RecordingPublisher
 
 pytestmark = pytest.mark.unit
@@ -37,6 +38,31 @@ async def test_returns_the_task_with_iso_timestamps(
     for name in ("created_at", "updated_at"):
         assert body[name].endswith("+00:00")
         assert datetime.fromisoformat(body[name]).utcoffset() is not None
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        TaskRecord.pending(NewTask(TASK_ID, "😀 t", "d", None), datetime(2026, 1, 2, tzinfo=UTC)),
+        TaskRecord(
+            task_id=TASK_ID,
+            title="t",
+            description=None,
+            status=TaskStatus.FAILED,
+            metadata={"n": [1, 2.5, None, {"x": "ü"}]},
+            attempts=5,
+            last_error="boom",
+            created_at=datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+            updated_at=datetime(2026, 1, 2, 3, 4, 5, 999999, tzinfo=UTC),
+            completed_at=datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC),
+        ),
+    ],
+    ids=["pending", "every-field-set"],
+)
+def test_the_read_json_is_the_documented_models_json(record: TaskRecord) -> None:
+    fields = {name: getattr(record, name) for name in TaskPublic.model_fields}
+    expected = json.loads(TaskPublic(**fields).model_dump_json())
+    assert json.loads(TaskPublic.json_of(record)) == expected
 
 
 async def test_completed_task_shows_completed_at(

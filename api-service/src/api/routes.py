@@ -82,8 +82,7 @@ def _accepted(record: TaskRecord, what: str) -> Response:
 )
 async def read_task(task_id: str, request: Request) -> Response:
     record = await get_task(repository=repository_of(request), task_id=task_id)
-    # Serialised once, by pydantic's JSON encoder, instead of validated again by FastAPI.
-    return Response(TaskPublic.from_record(record).model_dump_json(), media_type="application/json")
+    return Response(TaskPublic.json_of(record), media_type="application/json")
 
 
 @tasks_router.post(

@@ -107,17 +107,22 @@ class TaskPublic(BaseModel):
     updated_at: IsoDatetime
     completed_at: IsoDatetime | None
 
-    @classmethod
-    def from_record(cls, record: TaskRecord) -> TaskPublic:
-        return cls(
-            task_id=record.task_id,
-            title=record.title,
-            description=record.description,
-            status=record.status,
-            metadata=record.metadata,
-            attempts=record.attempts,
-            last_error=record.last_error,
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-            completed_at=record.completed_at,
+    @staticmethod
+    def json_of(record: TaskRecord) -> bytes:
+        """This model's JSON for a record, by orjson straight from the record: the same
+        document as validating and dumping the model (a unit test holds them equal), at a
+        fraction of the cost on the busiest read."""
+        return orjson.dumps(
+            {
+                "task_id": record.task_id,
+                "title": record.title,
+                "description": record.description,
+                "status": record.status,
+                "metadata": record.metadata,
+                "attempts": record.attempts,
+                "last_error": record.last_error,
+                "created_at": record.created_at,
+                "updated_at": record.updated_at,
+                "completed_at": record.completed_at,
+            }
         )
