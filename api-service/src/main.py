@@ -23,6 +23,7 @@ from common.broker import AmqpPublisher, BrokerLink, BrokerSession, TaskPublishe
 from common.database import MySQLTaskRepository, close_pool, create_pool
 from common.errors import ConfigurationError
 from common.grouped import GroupedTaskRepository
+from common.heap import freeze_startup_objects
 from common.logs import configure_logging
 from common.settings import Settings, load_settings
 from common.topology import Topology
@@ -70,6 +71,7 @@ async def backing_services(settings: Settings, app: FastAPI) -> AsyncIterator[No
             batch_size=settings.dispatch_batch_size,
         )
     )
+    freeze_startup_objects()
     logger.info("api started", extra={"queue": settings.task_queue, "broker": link.connected})
     try:
         yield

@@ -18,6 +18,7 @@ from common.broker import AmqpPublisher, BrokerLink, BrokerSession
 from common.database import MySQLTaskRepository, close_pool, create_pool
 from common.errors import ConfigurationError
 from common.grouped import GroupedTaskRepository
+from common.heap import freeze_startup_objects
 from common.logs import configure_logging
 from common.settings import Settings, load_settings
 from services.consumer import TaskConsumer
@@ -87,6 +88,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     link = BrokerLink(settings, name="task-worker", on_connect=subscription.on_connect)
     link.start()
     heartbeat = asyncio.create_task(_heartbeat(settings.worker_heartbeat_file, link))
+    freeze_startup_objects()
     logger.info(
         "worker started",
         extra={"queue": settings.task_queue, "concurrency": settings.worker_concurrency},
