@@ -21,8 +21,8 @@ measurement sets below), and drops both at the end. Every measurement has a warm
 ({warmup:g} s, or as stated) that is not counted, then runs for {measure:g} s.
 
 - **Services.** "API x1" is `python main.py` in `api-service/src`, exactly as `make api` runs
-  it. "API x2" is `uvicorn bench.api_factory:app --factory --workers 2`, the same app, settings
-  and logging in two processes. Both use uvloop and httptools, as do the baselines.
+  it; "API x2" is the same with `API_WORKERS=2` (uvicorn's supervisor and two processes, each
+  with its own pools). Both use uvloop and httptools, as do the baselines.
 - **Submit, {connections} conn.** `wrk -t1 -c{connections}` with `bench/lua/submit.lua`
   (one small JSON task per POST). Throughput counts 2xx answers only; p50 and p99 are wrk's.
   No worker runs: the tasks stay queued, so the queue can be counted.

@@ -51,25 +51,14 @@ def _python_path(*extra: str) -> str:
 
 @asynccontextmanager
 async def api(bench: BenchEnvironment, *, processes: int) -> AsyncIterator[Service]:
-    """One process: `python main.py`, exactly as `make api` runs it. Two: uvicorn's
-    --workers through bench.api_factory (the API has no setting for it yet)."""
+    """`python main.py`, exactly as `make api` runs it, with API_WORKERS=`processes`."""
     port = free_port()
-    env = bench.service_env(api_port=port)
-    src = ROOT / "api-service" / "src"
-    if processes == 1:
-        argv = [sys.executable, "main.py"]
-        env["PYTHONPATH"] = _python_path()
-    else:
-        argv = [
-            *(sys.executable, "-m", "uvicorn", "bench.api_factory:app", "--factory"),
-            *(*UVICORN_FLAGS, "--port", str(port), "--workers", str(processes)),
-            "--no-access-log",
-        ]
-        env["PYTHONPATH"] = _python_path(str(src))
+    env = bench.service_env(api_port=port, api_workers=processes)
+    env["PYTHONPATH"] = _python_path()
     async with launch(
         f"api x{processes}",
-        argv,
-        cwd=src,
+        [sys.executable, "main.py"],
+        cwd=ROOT / "api-service" / "src",
         env=env,
         log=bench.workdir / f"api-{processes}.log",
         ready=http_ready("/health", status=200),

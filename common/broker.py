@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,6 +20,8 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
+from common.batching import Batcher
+from common.confirms import Outgoing, publish_batch
 from common.errors import BrokerUnavailable
 from common.messages import TaskMessage
 from common.settings import Settings
@@ -175,6 +177,38 @@ class AmqpPublisher:
         except UNAVAILABLE as exc:
             raise BrokerUnavailable(f"publish not confirmed: {exc!r}") from exc
 
+    async def send_many(
+        self, messages: Sequence[aio_pika.Message], *, exchange: str, routing_key: str
+    ) -> list[asyncio.Future[object]]:
+        """Write a batch in one go (common.confirms); one confirmation future per message,
+        for `confirmed`. Sending does not wait for the broker, so the next batch can go out
+        while this one is being confirmed."""
+        channel = self._channel
+        if channel is None or channel.is_closed:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        outgoing = [Outgoing(message.body, message.properties) for message in messages]
+        try:
+            async with asyncio.timeout(self._timeout):
+                underlay = await channel.get_underlay_channel()
+                return await publish_batch(
+                    underlay, outgoing, exchange=exchange, routing_key=routing_key
+                )
+        except UNAVAILABLE as exc:
+            raise BrokerUnavailable(f"publish not sent: {exc!r}") from exc
+
+    async def confirmed(self, confirmation: asyncio.Future[object]) -> None:
+        """Wait up to the timeout for a message of `send_many` to be confirmed; raises
+        BrokerUnavailable if it was not (nacked, returned, channel lost, too slow)."""
+        done, _ = await asyncio.wait([confirmation], timeout=self._timeout)
+        if not done:
+            confirmation.cancel()
+            raise BrokerUnavailable(f"publish not confirmed within {self._timeout} s")
+        if confirmation.cancelled():
+            raise BrokerUnavailable("publish not confirmed: cancelled with its channel")
+        failure = confirmation.exception()
+        if failure is not None:
+            raise BrokerUnavailable(f"publish not confirmed: {failure!r}") from failure
+
 
 def task_amqp_message(
     message: TaskMessage,
@@ -197,17 +231,25 @@ def task_amqp_message(
 
 
 class TaskPublisher:
-    """Publishes a task's first message to the work queue."""
+    """Publishes a task's first message to the work queue. Messages published meanwhile go
+    out in one write (common.batching), each still confirmed on its own."""
 
-    def __init__(self, publisher: AmqpPublisher, *, queue: str) -> None:
+    def __init__(self, publisher: AmqpPublisher, *, queue: str, max_batch: int = 500) -> None:
         self._publisher = publisher
         self._queue = queue
+        self._sends = Batcher(self._send_batch, max_batch=max_batch)
 
     @property
     def is_open(self) -> bool:
         return self._publisher.is_open
 
     async def publish(self, message: TaskMessage) -> None:
-        await self._publisher.publish(
-            task_amqp_message(message), exchange="", routing_key=self._queue
+        confirmation = await self._sends.submit(message)
+        await self._publisher.confirmed(confirmation)
+
+    async def _send_batch(self, messages: list[TaskMessage]) -> list[asyncio.Future[object]]:
+        return await self._publisher.send_many(
+            [task_amqp_message(message) for message in messages],
+            exchange="",
+            routing_key=self._queue,
         )

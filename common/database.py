@@ -49,6 +49,15 @@ def _unavailable(exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"MySQL: {exc!r}")
 
 
+_DEADLOCK = 1213
+_DEADLOCK_ATTEMPTS = 3
+
+
+def _is_deadlock(exc: DatabaseUnavailable) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, OperationalError) and bool(cause.args) and cause.args[0] == _DEADLOCK
+
+
 _COLUMNS = (
     "id, title, description, status, metadata, attempts, last_error,"
     " created_at, updated_at, completed_at"
@@ -139,9 +148,18 @@ class MySQLTaskRepository:
             raise _unavailable(exc) from exc
 
     async def _execute(self, sql: str, args: Sequence[object]) -> int:
-        async with self._cursor() as cursor:
-            await cursor.execute(sql, args)
-            return int(cursor.rowcount)
+        """One autocommit statement; the rows it changed. A statement chosen as a deadlock
+        victim was rolled back whole, so it is run again (up to three times in all)."""
+        for attempt in range(_DEADLOCK_ATTEMPTS):
+            try:
+                async with self._cursor() as cursor:
+                    await cursor.execute(sql, args)
+                    return int(cursor.rowcount)
+            except DatabaseUnavailable as exc:
+                if not _is_deadlock(exc) or attempt == _DEADLOCK_ATTEMPTS - 1:
+                    raise
+                logger.info("statement retried after a deadlock", extra={"attempt": attempt + 1})
+        raise AssertionError("unreachable")
 
     async def create(self, task: NewTask) -> TaskRecord:
         [record] = await self.create_many([task])
@@ -180,9 +198,11 @@ class MySQLTaskRepository:
 
     async def mark_dispatched(self, task_ids: Sequence[str]) -> None:
         if task_ids:
+            # By primary key only: "AND dispatched_at IS NULL" would let the optimizer scan
+            # idx_tasks_undispatched and lock the very gap new tasks are inserted into.
             await self._execute(
-                "UPDATE tasks SET dispatched_at = UTC_TIMESTAMP(6)"
-                f" WHERE id IN ({_in_clause(len(task_ids))}) AND dispatched_at IS NULL",
+                "UPDATE tasks SET dispatched_at = COALESCE(dispatched_at, UTC_TIMESTAMP(6))"
+                f" WHERE id IN ({_in_clause(len(task_ids))})",
                 list(task_ids),
             )
 
@@ -191,6 +211,10 @@ class MySQLTaskRepository:
     ) -> int:
         async with self._cursor() as cursor:
             connection = cursor.connection
+            # READ COMMITTED for this transaction: under REPEATABLE READ its range scan
+            # would also lock the gap where new tasks are inserted, holding up every insert
+            # (and deadlocking some) while the messages are being published.
+            await cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
             await connection.begin()
             try:
                 # SKIP LOCKED: several API replicas dispatch side by side without sending

@@ -71,8 +71,14 @@ def configure_logging(*, service: str, level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Uvicorn's own loggers propagate to ours, so its lines share the format.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    # No access lines: uvicorn writes one per request whenever this logger reaches a handler
+    # (in every process of API_WORKERS > 1 too), a cost on every request for what the task
+    # events already say. Whoever wants them can attach a handler to "uvicorn.access".
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
     logging.getLogger("aiormq").setLevel(max(logging.getLevelName(level), logging.WARNING))
     logging.getLogger("aio_pika").setLevel(max(logging.getLevelName(level), logging.WARNING))
