@@ -131,6 +131,16 @@ def _claim_of(row: tuple[Any, ...] | None, token: str, already_granted: bool) ->
     return Claim(ClaimResult.HELD_ELSEWHERE)
 
 
+def _claims_of_one(requests: Sequence[ClaimRequest], *, attempts: int) -> list[Claim]:
+    """All requests name the one task this statement claimed: the first gets it."""
+    return [
+        Claim(ClaimResult.CLAIMED, attempts=attempts)
+        if index == 0
+        else Claim(ClaimResult.HELD_ELSEWHERE)
+        for index in range(len(requests))
+    ]
+
+
 class MySQLTaskRepository:
     """The TaskRepository port on a shared asyncmy pool."""
 
@@ -257,8 +267,10 @@ class MySQLTaskRepository:
         stealing = sorted({r.task_id for r in requests if r.steal}) or [""]
         token = uuid.uuid4().hex
         async with self._cursor() as cursor:
+            # LAST_INSERT_ID(expr) hands the new attempt count back in the OK packet: for a
+            # batch of one task (the usual case below saturation) no read-back is needed.
             await cursor.execute(
-                "UPDATE tasks SET status = 'PROCESSING', attempts = attempts + 1,"
+                "UPDATE tasks SET status = 'PROCESSING', attempts = LAST_INSERT_ID(attempts + 1),"
                 " lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND,"
                 " dispatched_at = COALESCE(dispatched_at, UTC_TIMESTAMP(6)), claim_token = %s"
                 f" WHERE id IN ({_in_clause(len(ids))}) AND (status = 'PENDING'"
@@ -267,6 +279,8 @@ class MySQLTaskRepository:
                 f" OR id IN ({_in_clause(len(stealing))}))))",
                 [int(lease_seconds * 1_000_000), token, *ids, *stealing],
             )
+            if len(ids) == 1 and cursor.rowcount == 1:
+                return _claims_of_one(requests, attempts=int(cursor.lastrowid))
             await cursor.execute(
                 f"SELECT id, status, attempts, claim_token FROM tasks WHERE id IN ({_in_clause(len(ids))})",
                 ids,
@@ -298,6 +312,8 @@ class MySQLTaskRepository:
             )
             if not cursor.rowcount:
                 return [False] * len(task_ids)
+            if len(ids) == 1:  # one task, and this statement completed it
+                return [index == 0 for index in range(len(task_ids))]
             await cursor.execute(
                 f"SELECT id FROM tasks WHERE id IN ({_in_clause(len(ids))})"
                 " AND claim_token = %s AND status = 'COMPLETED'",

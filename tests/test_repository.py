@@ -11,7 +11,7 @@ import pytest
 from common.database import MySQLTaskRepository, close_pool, create_pool
 from common.grouped import GroupedTaskRepository
 from common.settings import Settings
-from common.tasks import ClaimRequest, ClaimResult, NewTask, TaskStatus
+from common.tasks import Claim, ClaimRequest, ClaimResult, NewTask, TaskStatus
 from testkit.scratch import scratch_environment
 
 pytestmark = pytest.mark.integration
@@ -82,6 +82,26 @@ async def test_claim_many_sorts_out_each_request(repository: MySQLTaskRepository
         ClaimResult.NOT_FOUND,
     ]
     assert (claims[0].attempts, claims[3].attempts) == (1, 2)
+
+
+async def test_a_batch_of_one_task_needs_no_read_back(repository: MySQLTaskRepository) -> None:
+    [task_id] = [t.task_id for t in await repository.create_many(new_tasks(1))]
+
+    first = await repository.claim_many(
+        [ClaimRequest(task_id), ClaimRequest(task_id)], lease_seconds=60
+    )
+    stolen = await repository.claim(task_id, lease_seconds=60, steal=True)
+
+    assert [c.result for c in first] == [ClaimResult.CLAIMED, ClaimResult.HELD_ELSEWHERE]
+    assert (first[0].attempts, stolen.result, stolen.attempts) == (1, ClaimResult.CLAIMED, 2)
+    assert await repository.claim(task_id, lease_seconds=60, steal=False) == Claim(
+        ClaimResult.HELD_ELSEWHERE
+    )
+    assert await repository.complete_many([task_id, task_id]) == [True, False]
+    assert await repository.complete_many([task_id]) == [False]
+    record = await repository.get(task_id)
+    assert record is not None
+    assert (record.status, record.attempts) == (TaskStatus.COMPLETED, 2)
 
 
 async def test_complete_many_completes_each_task_once(repository: MySQLTaskRepository) -> None:
