@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+from pamqp import commands as spec
 
 from common.batching import Batcher
 from common.confirms import Outgoing, publish_batch
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 UNAVAILABLE = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
 
+PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 ATTEMPTS_HEADER = "x-task-attempts"  # attempts already made; RabbitMQ 4 ignores x-death here
 LOOKUPS_HEADER = "x-task-lookups"  # times the task's row was looked for and not found
 
@@ -178,36 +180,59 @@ class AmqpPublisher:
             raise BrokerUnavailable(f"publish not confirmed: {exc!r}") from exc
 
     async def send_many(
-        self, messages: Sequence[aio_pika.Message], *, exchange: str, routing_key: str
+        self, messages: Sequence[Outgoing], *, exchange: str, routing_key: str
     ) -> list[asyncio.Future[object]]:
         """Write a batch in one go (common.confirms); one confirmation future per message,
         for `confirmed`. Sending does not wait for the broker, so the next batch can go out
-        while this one is being confirmed."""
+        while this one is being confirmed. Whatever is not confirmed within the timeout
+        fails with BrokerUnavailable (one timer per batch, not one per message)."""
         channel = self._channel
         if channel is None or channel.is_closed:
             raise BrokerUnavailable("not connected to RabbitMQ")
-        outgoing = [Outgoing(message.body, message.properties) for message in messages]
         try:
             async with asyncio.timeout(self._timeout):
                 underlay = await channel.get_underlay_channel()
-                return await publish_batch(
-                    underlay, outgoing, exchange=exchange, routing_key=routing_key
+                futures = await publish_batch(
+                    underlay, messages, exchange=exchange, routing_key=routing_key
                 )
         except UNAVAILABLE as exc:
             raise BrokerUnavailable(f"publish not sent: {exc!r}") from exc
+        asyncio.get_running_loop().call_later(
+            self._timeout, expire_unconfirmed, futures, self._timeout
+        )
+        return futures
 
-    async def confirmed(self, confirmation: asyncio.Future[object]) -> None:
-        """Wait up to the timeout for a message of `send_many` to be confirmed; raises
-        BrokerUnavailable if it was not (nacked, returned, channel lost, too slow)."""
-        done, _ = await asyncio.wait([confirmation], timeout=self._timeout)
-        if not done:
-            confirmation.cancel()
-            raise BrokerUnavailable(f"publish not confirmed within {self._timeout} s")
+    @staticmethod
+    async def confirmed(confirmation: asyncio.Future[object]) -> None:
+        """Wait for a message of `send_many` to be confirmed; raises BrokerUnavailable if it
+        was not (nacked, returned, channel lost, or not within the timeout)."""
         if confirmation.cancelled():
-            raise BrokerUnavailable("publish not confirmed: cancelled with its channel")
-        failure = confirmation.exception()
-        if failure is not None:
-            raise BrokerUnavailable(f"publish not confirmed: {failure!r}") from failure
+            raise BrokerUnavailable("publish not confirmed: cancelled")
+        try:
+            await confirmation
+        except BrokerUnavailable:
+            raise
+        except UNAVAILABLE as exc:
+            raise BrokerUnavailable(f"publish not confirmed: {exc!r}") from exc
+
+
+def expire_unconfirmed(futures: Sequence[asyncio.Future[object]], timeout: float) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(BrokerUnavailable(f"publish not confirmed within {timeout} s"))
+
+
+def task_outgoing(message: TaskMessage) -> Outgoing:
+    """A task's first message, as task_amqp_message(message) would send it, built straight
+    as AMQP properties (a twentieth of the cost; a unit test holds the two equal)."""
+    properties = spec.Basic.Properties(
+        content_type="application/json",
+        delivery_mode=PERSISTENT,
+        message_id=message.task_id,
+        headers={ATTEMPTS_HEADER: 0},
+        priority=0,
+    )
+    return Outgoing(message.encode(), properties)
 
 
 def task_amqp_message(
@@ -223,7 +248,7 @@ def task_amqp_message(
     return aio_pika.Message(
         body=message.encode(),
         content_type="application/json",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        delivery_mode=PERSISTENT,
         message_id=message.task_id,
         headers=headers,
         expiration=expiration_seconds,
@@ -249,7 +274,5 @@ class TaskPublisher:
 
     async def _send_batch(self, messages: list[TaskMessage]) -> list[asyncio.Future[object]]:
         return await self._publisher.send_many(
-            [task_amqp_message(message) for message in messages],
-            exchange="",
-            routing_key=self._queue,
+            [task_outgoing(message) for message in messages], exchange="", routing_key=self._queue
         )

@@ -13,9 +13,10 @@ from aio_pika.abc import AbstractChannel
 from aiormq.exceptions import ChannelInvalidStateError, PublishError
 from pamqp import commands as spec
 
-from common.broker import AmqpPublisher
+from common.broker import AmqpPublisher, expire_unconfirmed, task_amqp_message, task_outgoing
 from common.confirms import Outgoing, publish_batch
 from common.errors import BrokerUnavailable
+from common.messages import TaskMessage
 from common.settings import Settings
 from testkit.broker import broker_channel, take_all
 from testkit.scratch import scratch_environment
@@ -142,25 +143,36 @@ async def test_amqp_publisher_confirms_each_message_and_fails_when_detached(
     channel: AbstractChannel, settings: Settings
 ) -> None:
     publisher = AmqpPublisher(timeout=5)
-    messages = [aio_pika.Message(b"m", message_id=str(uuid.uuid4())) for _ in range(3)]
     with pytest.raises(BrokerUnavailable):
-        await publisher.send_many(messages, exchange="", routing_key=settings.task_queue)
+        await publisher.send_many(outgoing(3), exchange="", routing_key=settings.task_queue)
 
     publisher.attach(channel)
     for confirmation in await publisher.send_many(
-        messages, exchange="", routing_key=settings.task_queue
+        outgoing(3), exchange="", routing_key=settings.task_queue
     ):
         await publisher.confirmed(confirmation)
     for confirmation in await publisher.send_many(
-        messages, exchange="", routing_key="no-such-queue"
+        outgoing(3), exchange="", routing_key="no-such-queue"
     ):
         with pytest.raises(BrokerUnavailable, match="PublishError"):
             await publisher.confirmed(confirmation)
 
 
-async def test_a_confirm_that_never_comes_times_out(channel: AbstractChannel) -> None:
-    publisher = AmqpPublisher(timeout=0.05)
-    never: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-    with pytest.raises(BrokerUnavailable, match="within"):
-        await publisher.confirmed(never)
-    assert never.cancelled()
+async def test_what_is_not_confirmed_in_time_fails_and_the_rest_stands() -> None:
+    loop = asyncio.get_running_loop()
+    confirmed, late = loop.create_future(), loop.create_future()
+    confirmed.set_result(spec.Basic.Ack())
+
+    expire_unconfirmed([confirmed, late], 0.5)
+
+    await AmqpPublisher.confirmed(confirmed)
+    with pytest.raises(BrokerUnavailable, match=r"within 0\.5 s"):
+        await AmqpPublisher.confirmed(late)
+
+
+def test_task_outgoing_is_task_amqp_message_built_directly() -> None:
+    message = TaskMessage(str(uuid.uuid4()), "t ✓", "d", {"k": [1, None]})
+    direct, general = task_outgoing(message), task_amqp_message(message)
+    assert direct.body == general.body
+    for name in spec.Basic.Properties.__slots__:
+        assert getattr(direct.properties, name) == getattr(general.properties, name), name
