@@ -19,21 +19,20 @@ from common.errors import BrokerUnavailable
 from common.messages import TaskMessage
 from common.settings import Settings
 from testkit.broker import broker_channel, take_all
-from testkit.scratch import scratch_environment
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-async def settings() -> AsyncIterator[Settings]:
-    async with scratch_environment() as settings:
-        yield settings
+@pytest.fixture
+def settings(direct: Settings) -> Settings:
+    return direct
 
 
 @pytest.fixture
-async def channel(settings: Settings) -> AsyncIterator[AbstractChannel]:
-    async with broker_channel(settings) as channel:
-        await take_all(channel, settings.task_queue)
+async def channel(direct: Settings) -> AsyncIterator[AbstractChannel]:
+    """A channel of each test's own (some close it), on an empty queue."""
+    async with broker_channel(direct) as channel:
+        await take_all(channel, direct.task_queue)
         yield channel
 
 

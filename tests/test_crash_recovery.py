@@ -8,8 +8,8 @@ import json
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,21 +17,24 @@ import pytest
 from common.settings import Settings
 from testkit.polling import api_healthy, wait_until
 from testkit.processes import free_port, service_process
-from testkit.scratch import scratch_environment, service_environment
+from testkit.scratch import service_environment
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-async def settings() -> AsyncIterator[Settings]:
-    overrides = {
+def scratch_overrides() -> dict[str, Any]:
+    return {
         "api_port": free_port(),
         "processing_delay_min_seconds": 1.0,
         "processing_delay_max_seconds": 1.5,
         "log_format": "json",
     }
-    async with scratch_environment(**overrides) as settings:
-        yield settings
+
+
+@pytest.fixture(scope="module")
+def settings(direct: Settings) -> Settings:
+    return direct
 
 
 def completions(*logs: Path) -> Counter[str]:

@@ -18,7 +18,7 @@ import pytest
 from common.settings import Settings
 from testkit.polling import wait_until
 from testkit.processes import free_port, service_process
-from testkit.scratch import scratch_environment, service_environment
+from testkit.scratch import service_environment
 
 pytestmark = pytest.mark.integration
 
@@ -35,15 +35,18 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-async def settings() -> AsyncIterator[Settings]:
-    overrides = {
+def scratch_overrides() -> dict[str, Any]:
+    return {
         "api_port": free_port(),
         "processing_delay_min_seconds": 0.5,
         "processing_delay_max_seconds": 1.0,
         "log_format": "json",
     }
-    async with scratch_environment(**overrides) as settings:
-        yield settings
+
+
+@pytest.fixture(scope="module")
+def settings(direct: Settings) -> Settings:
+    return direct
 
 
 @pytest.fixture(scope="module")

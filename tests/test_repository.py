@@ -4,30 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
-from common.database import MySQLTaskRepository, close_pool, create_pool
+from common.database import MySQLTaskRepository
 from common.grouped import GroupedTaskRepository
-from common.settings import Settings
 from common.tasks import Claim, ClaimRequest, ClaimResult, NewTask, TaskStatus
-from testkit.scratch import scratch_environment
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-async def settings() -> AsyncIterator[Settings]:
-    async with scratch_environment() as settings:
-        yield settings
-
-
-@pytest.fixture(scope="module")
-async def repository(settings: Settings) -> AsyncIterator[MySQLTaskRepository]:
-    pool = await create_pool(settings)
-    yield MySQLTaskRepository(pool, timeout=5)
-    await close_pool(pool)
 
 
 def new_tasks(count: int) -> list[NewTask]:

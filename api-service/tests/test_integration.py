@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aio_pika
 import httpx
@@ -17,25 +18,26 @@ import pytest
 from aio_pika.abc import AbstractChannel
 from test_submit import VALID, assert_problem
 
-from common.database import MySQLTaskRepository, close_pool, create_pool
+from common.database import MySQLTaskRepository
 from common.settings import Settings
 from common.tasks import NewTask, TaskStatus
 from common.topology import Topology
 from main import create_app
-from testkit.broker import broker_channel, take_all
+from testkit import fixtures
+from testkit.broker import take_all
 from testkit.polling import wait_until
 from testkit.proxy import TcpProxy
-from testkit.scratch import scratch_environment, through_proxies
+from testkit.scratch import through_proxies
 
 pytestmark = pytest.mark.integration
 
+# The real repository on the scratch database, not conftest.py's in-memory fake.
+repository = fixtures.repository
+
 
 @pytest.fixture(scope="module")
-async def direct() -> AsyncIterator[Settings]:
-    """Settings that reach the scratch database and vhost directly."""
-    overrides = {"dispatch_interval_seconds": 0.1, "dispatch_min_age_seconds": 0.5}
-    async with scratch_environment(**overrides) as settings:
-        yield settings
+def scratch_overrides() -> dict[str, Any]:
+    return {"dispatch_interval_seconds": 0.1, "dispatch_min_age_seconds": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -51,19 +53,6 @@ async def live_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
             yield client
-
-
-@pytest.fixture(scope="module")
-async def repository(direct: Settings) -> AsyncIterator[MySQLTaskRepository]:
-    pool = await create_pool(direct)
-    yield MySQLTaskRepository(pool, timeout=5)
-    await close_pool(pool)
-
-
-@pytest.fixture(scope="module")
-async def channel(direct: Settings) -> AsyncIterator[AbstractChannel]:
-    async with broker_channel(direct) as channel:
-        yield channel
 
 
 async def queued_ids(

@@ -7,40 +7,34 @@ import functools
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from common.database import MySQLTaskRepository, close_pool, create_pool
+from common.database import MySQLTaskRepository
 from common.messages import TaskMessage
 from common.settings import Settings
 from common.tasks import NewTask, TaskRecord, TaskStatus
 from main import run_worker
-from testkit.broker import broker_channel, publish_raw, publish_task, ready_messages
+from testkit import fixtures
+from testkit.broker import publish_raw, publish_task, ready_messages
 from testkit.polling import wait_until
-from testkit.scratch import scratch_environment
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="module")
-async def settings() -> AsyncIterator[Settings]:
-    overrides = {"processing_delay_min_seconds": 0.01, "processing_delay_max_seconds": 0.05}
-    async with scratch_environment(**overrides) as settings:
-        yield settings
+# The real repository on the scratch database, not conftest.py's in-memory fake.
+repository = fixtures.repository
 
 
 @pytest.fixture(scope="module")
-async def repository(settings: Settings) -> AsyncIterator[MySQLTaskRepository]:
-    pool = await create_pool(settings)
-    yield MySQLTaskRepository(pool, timeout=5)
-    await close_pool(pool)
+def scratch_overrides() -> dict[str, Any]:
+    return {"processing_delay_min_seconds": 0.01, "processing_delay_max_seconds": 0.05}
 
 
 @pytest.fixture(scope="module")
-async def channel(settings: Settings) -> AsyncIterator[AbstractChannel]:
-    async with broker_channel(settings) as channel:
-        yield channel
+def settings(direct: Settings) -> Settings:
+    return direct
 
 
 @asynccontextmanager

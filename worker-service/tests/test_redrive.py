@@ -3,36 +3,30 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel
 
 from common.broker import task_amqp_message
-from common.database import MySQLTaskRepository, close_pool, create_pool
+from common.database import MySQLTaskRepository
 from common.messages import TaskMessage
 from common.settings import Settings
 from common.tasks import NewTask, TaskStatus
 from common.topology import Topology
 from redrive import redrive
+from testkit import fixtures
 from testkit.broker import broker_channel, take_all
-from testkit.scratch import scratch_environment
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="module")
-async def settings() -> AsyncIterator[Settings]:
-    async with scratch_environment() as settings:
-        yield settings
+# The real repository on the scratch database, not conftest.py's in-memory fake.
+repository = fixtures.repository
 
 
 @pytest.fixture(scope="module")
-async def repository(settings: Settings) -> AsyncIterator[MySQLTaskRepository]:
-    pool = await create_pool(settings)
-    yield MySQLTaskRepository(pool, timeout=5)
-    await close_pool(pool)
+def settings(direct: Settings) -> Settings:
+    return direct
 
 
 async def task_in(repository: MySQLTaskRepository, final: TaskStatus) -> TaskMessage:

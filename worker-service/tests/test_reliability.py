@@ -6,28 +6,32 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
-from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aio_pika.abc import AbstractChannel
 from test_integration import running_worker
 
-from common.database import MySQLTaskRepository, close_pool, create_pool
+from common.database import MySQLTaskRepository
 from common.messages import TaskMessage
 from common.settings import Settings
 from common.tasks import NewTask, TaskRecord, TaskStatus
 from common.topology import Topology
-from testkit.broker import broker_channel, publish_raw, publish_task, take_all
+from testkit import fixtures
+from testkit.broker import publish_raw, publish_task, take_all
 from testkit.polling import wait_until
 from testkit.proxy import TcpProxy
-from testkit.scratch import scratch_environment, through_proxies
+from testkit.scratch import through_proxies
 
 pytestmark = pytest.mark.integration
 
+# The real repository on the scratch database, not conftest.py's in-memory fake.
+repository = fixtures.repository
+
 
 @pytest.fixture(scope="module")
-async def direct() -> AsyncIterator[Settings]:
-    overrides = {
+def scratch_overrides() -> dict[str, Any]:
+    return {
         "processing_delay_min_seconds": 0.01,
         "processing_delay_max_seconds": 0.05,
         "max_attempts": 3,
@@ -35,26 +39,11 @@ async def direct() -> AsyncIterator[Settings]:
         "retry_backoff_factor": 2.0,
         "requeue_pause_seconds": 0.1,
     }
-    async with scratch_environment(**overrides) as settings:
-        yield settings
 
 
 @pytest.fixture(scope="module")
 def proxied(direct: Settings, db_proxy: TcpProxy, broker_proxy: TcpProxy) -> Settings:
     return through_proxies(direct, database_port=db_proxy.port, broker_port=broker_proxy.port)
-
-
-@pytest.fixture(scope="module")
-async def repository(direct: Settings) -> AsyncIterator[MySQLTaskRepository]:
-    pool = await create_pool(direct)
-    yield MySQLTaskRepository(pool, timeout=5)
-    await close_pool(pool)
-
-
-@pytest.fixture(scope="module")
-async def channel(direct: Settings) -> AsyncIterator[AbstractChannel]:
-    async with broker_channel(direct) as channel:
-        yield channel
 
 
 async def submit(
