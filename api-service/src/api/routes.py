@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from api.deps import publisher_of, repository_of, task_create_body
+from api.lean_route import LeanRoute
 from api.openapi import problem_responses
 from api.problems import UNAVAILABLE_PROBLEM, problem
 from common.tasks import TaskRecord
@@ -28,8 +29,9 @@ TASK_CREATE_BODY: dict[str, Any] = {
     }
 }
 
-tasks_router = APIRouter(prefix="/api/tasks", tags=["tasks"])
-health_router = APIRouter(tags=["health"])
+# Every endpoint here takes the Request (and path parameters) and returns a Response.
+tasks_router = APIRouter(prefix="/api/tasks", tags=["tasks"], route_class=LeanRoute)
+health_router = APIRouter(tags=["health"], route_class=LeanRoute)
 
 
 @tasks_router.post(
