@@ -71,14 +71,21 @@ class Batcher(Generic[Item, Result]):
 
 class BackgroundBatcher(Generic[Item]):
     """`add(item)` returns at once; items are written in batches by a task of its own.
-    For writes nobody waits for, such as the outbox mark; a failed batch is logged."""
+    For writes nobody waits for, such as the outbox mark; a failed batch is logged. With
+    `linger_seconds`, a batch that is not full waits that long for more items first."""
 
     def __init__(
-        self, write: Callable[[list[Item]], Awaitable[object]], *, max_batch: int, name: str
+        self,
+        write: Callable[[list[Item]], Awaitable[object]],
+        *,
+        max_batch: int,
+        name: str,
+        linger_seconds: float = 0.0,
     ) -> None:
         self._write = write
         self._max_batch = max_batch
         self._name = name
+        self._linger = linger_seconds
         self._pending: list[Item] = []
         self._writing = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -94,6 +101,8 @@ class BackgroundBatcher(Generic[Item]):
     async def _drain(self) -> None:
         try:
             while self._pending:
+                if self._linger and len(self._pending) < self._max_batch:
+                    await asyncio.sleep(self._linger)  # let more items join this statement
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
                 try:

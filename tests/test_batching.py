@@ -70,3 +70,29 @@ async def test_background_batcher_writes_everything_and_survives_errors() -> Non
     batcher.add(99)
     await batcher.flush()
     assert written[-1] == 99
+
+
+async def test_a_lingering_background_batcher_gathers_items_added_meanwhile() -> None:
+    batches: list[list[int]] = []
+
+    async def write(batch: list[int]) -> None:
+        batches.append(batch)
+
+    batcher: BackgroundBatcher[int] = BackgroundBatcher(
+        write, max_batch=100, name="test", linger_seconds=0.05
+    )
+    batcher.add(1)
+    for _ in range(3):  # the writer task starts (without a linger it would write [1] now)
+        await asyncio.sleep(0)
+    batcher.add(2)
+    await batcher.flush()
+    assert batches == [[1, 2]]
+
+    full: BackgroundBatcher[int] = BackgroundBatcher(
+        write, max_batch=3, name="test", linger_seconds=60
+    )
+    for n in range(3):
+        full.add(n)
+    async with asyncio.timeout(5):  # a full batch does not wait out the linger
+        await full.flush()
+    assert batches[-1] == [0, 1, 2]
