@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel
+from aiormq.channel import Channel
 from aiormq.exceptions import ChannelInvalidStateError, PublishError
 from pamqp import commands as spec
 
@@ -36,6 +37,12 @@ async def channel(direct: Settings) -> AsyncIterator[AbstractChannel]:
         yield channel
 
 
+async def underlay_of(channel: AbstractChannel) -> Channel:
+    underlay = await channel.get_underlay_channel()
+    assert isinstance(underlay, Channel)
+    return underlay
+
+
 def outgoing(count: int, *, size: int = 10) -> list[Outgoing]:
     return [
         Outgoing(
@@ -50,7 +57,7 @@ async def test_a_batch_is_confirmed_message_by_message_and_arrives_in_order(
     channel: AbstractChannel, settings: Settings
 ) -> None:
     messages = outgoing(200)
-    underlay = await channel.get_underlay_channel()
+    underlay = await underlay_of(channel)
 
     futures = await publish_batch(underlay, messages, exchange="", routing_key=settings.task_queue)
     outcomes = await asyncio.gather(*futures)
@@ -66,7 +73,7 @@ async def test_a_batch_is_confirmed_message_by_message_and_arrives_in_order(
 async def test_bodies_larger_than_a_frame_are_split_and_joined_again(
     channel: AbstractChannel, settings: Settings
 ) -> None:
-    underlay = await channel.get_underlay_channel()
+    underlay = await underlay_of(channel)
     big = outgoing(3, size=3 * underlay.max_content_size + 5)
 
     futures = await publish_batch(underlay, big, exchange="", routing_key=settings.task_queue)
@@ -79,7 +86,7 @@ async def test_bodies_larger_than_a_frame_are_split_and_joined_again(
 async def test_batches_and_single_publishes_share_a_channel_without_mixing_up_confirms(
     channel: AbstractChannel, settings: Settings
 ) -> None:
-    underlay = await channel.get_underlay_channel()
+    underlay = await underlay_of(channel)
 
     async def batch() -> list[object]:
         futures = await publish_batch(
@@ -102,7 +109,7 @@ async def test_batches_and_single_publishes_share_a_channel_without_mixing_up_co
 async def test_an_unroutable_batch_is_returned_and_the_channel_stays_in_step(
     channel: AbstractChannel, settings: Settings
 ) -> None:
-    underlay = await channel.get_underlay_channel()
+    underlay = await underlay_of(channel)
 
     futures = await publish_batch(underlay, outgoing(5), exchange="", routing_key="no-such-queue")
     outcomes = await asyncio.gather(*futures, return_exceptions=True)
@@ -118,7 +125,7 @@ async def test_an_unroutable_batch_is_returned_and_the_channel_stays_in_step(
 async def test_a_closed_channel_refuses_the_batch(
     channel: AbstractChannel, settings: Settings
 ) -> None:
-    underlay = await channel.get_underlay_channel()
+    underlay = await underlay_of(channel)
     await channel.close()
     with pytest.raises(ChannelInvalidStateError):
         await publish_batch(underlay, outgoing(1), exchange="", routing_key=settings.task_queue)
@@ -127,7 +134,7 @@ async def test_a_closed_channel_refuses_the_batch(
 async def test_a_message_without_id_is_refused_before_anything_is_sent(
     channel: AbstractChannel, settings: Settings
 ) -> None:
-    underlay = await channel.get_underlay_channel()
+    underlay = await underlay_of(channel)
     tag = underlay.delivery_tag
     nameless = Outgoing(b"x", spec.Basic.Properties(delivery_mode=2))
     with pytest.raises(ValueError, match="message_id"):
