@@ -8,6 +8,7 @@ from bench.plan import ROOT, Plan
 from bench.results import Check
 
 DOC = ROOT / "docs" / "benchmarks.md"
+HISTORY = ROOT / "bench" / "history.md"  # written by hand: what each change bought
 COMMAND = "make bench"
 
 METHOD = """\
@@ -128,6 +129,8 @@ def write_doc(
         *(f"- {check.line()}" for check in checks),
         "",
         method,
+        HISTORY.read_text().rstrip(),
+        "",
     ]
     DOC.parent.mkdir(exist_ok=True)
     DOC.write_text("\n".join(lines))
