@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_workers: int = Field(default=1, ge=1, le=64)
+    api_shutdown_grace_seconds: int = Field(default=20, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     retry_after_seconds: int = Field(default=5, ge=1)
     dispatch_interval_seconds: float = Field(default=1.0, gt=0)

@@ -13,11 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
+from aio_pika.abc import AbstractChannel
 
 from common.settings import Settings
+from testkit.broker import take_all
 from testkit.polling import api_healthy, wait_until
 from testkit.processes import free_port, service_process
 from testkit.scratch import service_environment
+from testkit.sql import query
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +125,51 @@ async def test_sigterm_past_the_grace_hands_tasks_back_and_exits_zero(
                 await wait_until(
                     lambda: _count(client, [task_id], "COMPLETED", at_least=1), timeout=30
                 )
+
+
+async def test_sigterm_lets_the_api_answer_what_it_took_and_every_202_is_kept(
+    settings: Settings, channel: AbstractChannel, tmp_path: Path
+) -> None:
+    """A burst of POSTs and a SIGTERM while they are being answered (no worker runs): the API
+    shuts down cleanly, every answer is a 202 (a request it did not take fails on the connection), and
+    every 202 is a PENDING row with its message on the queue."""
+    await take_all(channel, settings.task_queue)
+    env = service_environment(settings)
+    base_url = f"http://127.0.0.1:{settings.api_port}"
+    answered: list[httpx.Response] = []
+
+    async def post(client: httpx.AsyncClient, n: int) -> httpx.Response | httpx.TransportError:
+        try:
+            response = await client.post("/api/tasks", json={"title": f"t{n}", "description": "d"})
+        except httpx.TransportError as exc:
+            return exc
+        answered.append(response)
+        return response
+
+    async def some_answered() -> bool:
+        return len(answered) >= 20
+
+    with service_process("api-service", env, tmp_path / "api.log") as api:
+        limits = httpx.Limits(max_connections=32)
+        async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as client:
+            await wait_until(lambda: api_healthy(client), timeout=30, what="API up")
+            posts = [asyncio.create_task(post(client, n)) for n in range(400)]
+            await wait_until(some_answered, timeout=20, what="the first answers")
+            api.send_signal(signal.SIGTERM)
+            results = await asyncio.gather(*posts)
+            # Uvicorn raises the SIGTERM again once it has shut down cleanly, as its exit code.
+            assert await asyncio.to_thread(api.wait, 30) in (0, -signal.SIGTERM)
+    assert "api stopped" in (tmp_path / "api.log").read_text()
+
+    statuses = Counter(r.status_code for r in results if isinstance(r, httpx.Response))
+    assert set(statuses) == {202}, statuses
+    accepted = {r.json()["task_id"] for r in answered}
+    rows = await query(
+        settings.database,
+        f"SELECT id, status FROM tasks WHERE id IN ({', '.join(['%s'] * len(accepted))})",
+        *accepted,
+    )
+    assert {task_id for task_id, _ in rows} == accepted
+    assert {status for _, status in rows} == {"PENDING"}
+    queued = {m.message_id for m in await take_all(channel, settings.task_queue)}
+    assert accepted <= queued

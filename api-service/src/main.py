@@ -134,6 +134,8 @@ def run() -> None:
         log_config=None,
         access_log=False,
         proxy_headers=True,
+        # On SIGTERM: no new connections, and the requests in flight get this long to finish.
+        timeout_graceful_shutdown=settings.api_shutdown_grace_seconds,
     )
 
 
