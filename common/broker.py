@@ -57,6 +57,20 @@ class BrokerSession:
 OnConnect = Callable[[BrokerSession], Awaitable[None]]
 
 
+async def connect(settings: Settings, *, name: str) -> AbstractConnection:
+    """One AMQP connection with the settings' address and credentials, named `name` in the
+    management UI; PUBLISH_TIMEOUT_SECONDS bounds the connect."""
+    return await aio_pika.connect(
+        host=settings.rabbitmq_host,
+        port=settings.rabbitmq_port,
+        login=settings.rabbitmq_user,
+        password=settings.rabbitmq_password.get_secret_value(),
+        virtualhost=settings.rabbitmq_vhost,
+        timeout=settings.publish_timeout_seconds,
+        client_properties={"connection_name": name},
+    )
+
+
 class BrokerLink:
     """Keeps one AMQP connection open for the life of the process."""
 
@@ -90,18 +104,6 @@ class BrokerLink:
         if self._session is not None:
             await _close_quietly(self._session.connection)
 
-    async def _connect(self) -> AbstractConnection:
-        settings = self._settings
-        return await aio_pika.connect(
-            host=settings.rabbitmq_host,
-            port=settings.rabbitmq_port,
-            login=settings.rabbitmq_user,
-            password=settings.rabbitmq_password.get_secret_value(),
-            virtualhost=settings.rabbitmq_vhost,
-            timeout=settings.publish_timeout_seconds,
-            client_properties={"connection_name": self._name},
-        )
-
     async def _run(self) -> None:
         delay = 0.1
         while True:
@@ -115,7 +117,7 @@ class BrokerLink:
         """Connect, set up and serve until the session is lost; False if it never got ready
         (unreachable, or the setup failed: both back off)."""
         try:
-            session = BrokerSession(await self._connect())
+            session = BrokerSession(await connect(self._settings, name=self._name))
         except UNAVAILABLE as exc:
             logger.warning("broker unreachable", extra={"link": self._name, "error": repr(exc)})
             return False

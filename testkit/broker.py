@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import aio_pika
 from aio_pika.abc import AbstractChannel
 
-from common.broker import task_amqp_message
+from common.broker import connect, task_amqp_message
 from common.messages import TaskMessage
 from common.settings import Settings
 from common.topology import Topology
@@ -17,13 +17,7 @@ from common.topology import Topology
 @asynccontextmanager
 async def broker_channel(settings: Settings) -> AsyncIterator[AbstractChannel]:
     """A confirming channel on a connection of its own, with the topology declared."""
-    connection = await aio_pika.connect(
-        host=settings.rabbitmq_host,
-        port=settings.rabbitmq_port,
-        login=settings.rabbitmq_user,
-        password=settings.rabbitmq_password.get_secret_value(),
-        virtualhost=settings.rabbitmq_vhost,
-    )
+    connection = await connect(settings, name="tests")
     try:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         await Topology.from_settings(settings).declare(channel)

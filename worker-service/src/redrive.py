@@ -10,8 +10,7 @@ import argparse
 import asyncio
 import sys
 
-import aio_pika
-
+from common.broker import connect
 from common.database import MySQLTaskRepository, close_pool, create_pool
 from common.errors import ConfigurationError
 from common.logs import configure_logging
@@ -22,13 +21,7 @@ from services.redrive import RedriveReport, redrive_dead_letters
 
 async def redrive(settings: Settings, limit: int) -> RedriveReport:
     pool = await create_pool(settings)
-    connection = await aio_pika.connect(
-        host=settings.rabbitmq_host,
-        port=settings.rabbitmq_port,
-        login=settings.rabbitmq_user,
-        password=settings.rabbitmq_password.get_secret_value(),
-        virtualhost=settings.rabbitmq_vhost,
-    )
+    connection = await connect(settings, name="task-redrive")
     try:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         topology = Topology.from_settings(settings)
