@@ -2,9 +2,8 @@
 
 Creating, reading, claiming and completing tasks are what every request and every delivery
 does; here concurrent callers share one statement instead of each taking a connection and a
-round trip.
-The outbox mark is written in the background: nobody waits for it, and a lost mark only
-means the dispatcher sends a duplicate that the worker's claim turns away.
+round trip. The outbox mark is written in the background: nobody waits for it, and a lost
+mark only means the dispatcher sends a duplicate that the worker's claim turns away.
 """
 
 from __future__ import annotations
