@@ -55,7 +55,13 @@ class TaskCreate(BaseModel):
 
     title: Annotated[StrictStr, Field(min_length=1, max_length=255), AfterValidator(_not_blank)]
     description: Annotated[StrictStr, AfterValidator(_not_blank), AfterValidator(_within_64_kib)]
-    metadata: Annotated[dict[str, Any] | None, AfterValidator(_storable)] = None
+    metadata: Annotated[
+        dict[str, Any] | None,
+        AfterValidator(_storable),
+        Field(
+            description="Any JSON object; its integers must fit in 64 bits, its numbers be finite."
+        ),
+    ] = None
 
 
 class TaskAccepted(BaseModel):
