@@ -237,7 +237,10 @@ class MySQLTaskRepository:
                     (int(min_age_seconds * 1_000_000), limit),
                 )
                 records = [_record(row) for row in await cursor.fetchall()]
-                confirmed = [r.task_id for r in records if await publish(r)]
+                # All at once: the publisher writes them together and each waits for its own
+                # confirm, so a pass after an outage takes one round trip, not one per task.
+                published = await asyncio.gather(*(publish(record) for record in records))
+                confirmed = [r.task_id for r, ok in zip(records, published, strict=True) if ok]
                 if confirmed:
                     await cursor.execute(
                         "UPDATE tasks SET dispatched_at = UTC_TIMESTAMP(6)"

@@ -98,8 +98,8 @@ class TaskRepository(Protocol):
         self, *, publish: PublishOne, limit: int, min_age_seconds: float
     ) -> int:
         """Lock up to `limit` PENDING tasks never confirmed as dispatched (older than
-        `min_age_seconds`, skipping rows another dispatcher holds), call `publish` on each and
-        mark those it confirmed. Returns how many were dispatched."""
+        `min_age_seconds`, skipping rows another dispatcher holds), call `publish` on each
+        (concurrently) and mark those it confirmed. Returns how many were dispatched."""
         ...
 
     async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -66,7 +67,9 @@ class InMemoryTaskRepository:
             and row.status is TaskStatus.PENDING
             and row.updated_at <= cutoff
         ]
-        sent = [row.task_id for row in waiting[:limit] if await publish(row)]
+        chosen = waiting[:limit]
+        published = await asyncio.gather(*(publish(row) for row in chosen))
+        sent = [row.task_id for row, ok in zip(chosen, published, strict=True) if ok]
         self.dispatched.update(sent)
         return len(sent)
 

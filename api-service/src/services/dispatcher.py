@@ -22,7 +22,7 @@ async def dispatch_pending(
 
     async def publish(record: TaskRecord) -> bool:
         nonlocal broker_failed
-        if broker_failed:  # the rest of the batch waits for the next pass
+        if broker_failed:  # once one failed, those not yet sent wait for the next pass
             return False
         try:
             await publisher.publish(TaskMessage.from_record(record))
