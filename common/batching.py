@@ -20,13 +20,22 @@ Result = TypeVar("Result")
 
 class Batcher(Generic[Item, Result]):
     """`await batcher.submit(item)` returns that item's result from `write(batch)`, which
-    gets up to `max_batch` items and returns one result per item, in order."""
+    gets up to `max_batch` items and returns one result per item, in order.
+
+    A batch whose write raises one of `split_on` (an error that one item can cause, such as
+    a row the database refuses) is written again item by item, so that only the callers
+    whose own item fails get the error."""
 
     def __init__(
-        self, write: Callable[[list[Item]], Awaitable[Sequence[Result]]], *, max_batch: int
+        self,
+        write: Callable[[list[Item]], Awaitable[Sequence[Result]]],
+        *,
+        max_batch: int,
+        split_on: tuple[type[Exception], ...] = (),
     ) -> None:
         self._write = write
         self._max_batch = max_batch
+        self._split_on = split_on
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._writing = False
         self._tasks: set[asyncio.Task[None]] = set()  # strong references: see create_task
@@ -53,8 +62,16 @@ class Batcher(Generic[Item, Result]):
     async def _write_batch(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
             results = await self._write([item for item, _ in batch])
-        except BaseException as exc:  # every caller in the batch gets the error
-            for _, future in batch:
+        except BaseException as exc:
+            if len(batch) > 1 and isinstance(exc, self._split_on):
+                logger.warning(
+                    "batch refused, written item by item",
+                    extra={"size": len(batch), "error": repr(exc)},
+                )
+                for entry in batch:
+                    await self._write_batch([entry])
+                return
+            for _, future in batch:  # every caller in the batch gets the error
                 if future.done():
                     continue
                 if isinstance(exc, asyncio.CancelledError):

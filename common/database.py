@@ -16,9 +16,9 @@ from typing import Any
 
 import asyncmy
 import orjson
-from asyncmy.errors import InterfaceError, OperationalError
+from asyncmy.errors import DataError, IntegrityError, InterfaceError, OperationalError
 
-from common.errors import DatabaseUnavailable
+from common.errors import DatabaseRefused, DatabaseUnavailable
 from common.settings import DatabaseAddress, Settings
 from common.tasks import (
     FINAL_STATUSES,
@@ -34,6 +34,7 @@ from common.tasks import (
 logger = logging.getLogger(__name__)
 
 _UNAVAILABLE = (OperationalError, InterfaceError, OSError, TimeoutError)
+_REFUSED = (DataError, IntegrityError)  # the server answered "no" to the data itself
 # Server errors that mean "not now" (too many connections, shutting down, lock wait timeout,
 # deadlock, connection killed, idle disconnect); client errors (2000-2999) are all of that kind.
 _TRANSIENT_SERVER_ERRORS = frozenset({1040, 1053, 1205, 1213, 1927, 4031})
@@ -41,11 +42,13 @@ _TRANSIENT_SERVER_ERRORS = frozenset({1040, 1053, 1205, 1213, 1927, 4031})
 
 def _unavailable(exc: BaseException) -> DatabaseUnavailable:
     """Every operational failure is "unavailable": retried later, never blamed on a task. One
-    that is not about the connection (an unknown column, access denied) is still a failure
-    of the deployment, not of the task; it is logged as an error so that someone fixes it."""
-    code = exc.args[0] if isinstance(exc, OperationalError) and exc.args else None
+    that is not about the connection (an unknown column, access denied, a constraint) is a
+    refusal, a failure of the deployment: logged as an error so that someone fixes it."""
+    answered = isinstance(exc, OperationalError | DataError | IntegrityError) and exc.args
+    code = exc.args[0] if answered else None
     if isinstance(code, int) and not 2000 <= code < 3000 and code not in _TRANSIENT_SERVER_ERRORS:
         logger.error("database refused the statement", extra={"code": code, "error": str(exc)})
+        return DatabaseRefused(f"MySQL: {exc!r}")
     return DatabaseUnavailable(f"MySQL: {exc!r}")
 
 
@@ -154,7 +157,7 @@ class MySQLTaskRepository:
             async with asyncio.timeout(self._timeout):
                 async with self._pool.acquire() as connection, connection.cursor() as cursor:
                     yield cursor
-        except _UNAVAILABLE as exc:
+        except (*_UNAVAILABLE, *_REFUSED) as exc:
             raise _unavailable(exc) from exc
 
     async def _execute(self, sql: str, args: Sequence[object]) -> int:

@@ -25,6 +25,12 @@ class DatabaseUnavailable(DependencyUnavailable):
     component = "database"
 
 
+class DatabaseRefused(DatabaseUnavailable):
+    """The database answered but refused the statement (a constraint, data it cannot store, a
+    schema or grant that does not match the code). Still "unavailable" to the caller, who can
+    do nothing about it; it is logged as an error for whoever runs the deployment."""
+
+
 class BrokerUnavailable(DependencyUnavailable):
     component = "broker"
 

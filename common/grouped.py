@@ -13,13 +13,16 @@ from itertools import groupby
 
 from common.batching import BackgroundBatcher, Batcher
 from common.database import MySQLTaskRepository
+from common.errors import DatabaseRefused
 from common.tasks import Claim, ClaimRequest, NewTask, PublishOne, TaskRecord
 
 
 class GroupedTaskRepository:
     def __init__(self, inner: MySQLTaskRepository, *, max_batch: int = 500) -> None:
         self.inner = inner
-        self._creates = Batcher(inner.create_many, max_batch=max_batch)
+        # A row the database refuses (it passed validation, so a gap in it) fails its own
+        # request only, not the others that shared its INSERT.
+        self._creates = Batcher(inner.create_many, max_batch=max_batch, split_on=(DatabaseRefused,))
         self._reads = Batcher(inner.get_many, max_batch=max_batch)
         self._claims = Batcher(self._claim_batch, max_batch=max_batch)
         self._completions = Batcher(inner.complete_many, max_batch=max_batch)

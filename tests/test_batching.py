@@ -53,6 +53,36 @@ async def test_a_failed_batch_fails_each_of_its_callers_and_the_next_goes_on() -
     assert await batcher.submit(2) == 2
 
 
+async def test_a_batch_refused_for_one_item_is_written_item_by_item() -> None:
+    batches: list[list[int]] = []
+
+    async def write(batch: list[int]) -> list[int]:
+        batches.append(batch)
+        await asyncio.sleep(0)
+        if 13 in batch:
+            raise LookupError("13 refused")
+        if -1 in batch:
+            raise ConnectionError("down")
+        return [item * 2 for item in batch]
+
+    batcher: Batcher[int, int] = Batcher(write, max_batch=10, split_on=(LookupError,))
+    results = await asyncio.gather(
+        *(batcher.submit(n) for n in range(10, 20)), return_exceptions=True
+    )
+
+    assert [type(r).__name__ if isinstance(r, Exception) else r for r in results] == [
+        *(n * 2 for n in range(10, 13)),
+        "LookupError",
+        *(n * 2 for n in range(14, 20)),
+    ]
+    assert batches == [list(range(10, 20)), *([n] for n in range(10, 20))]
+    # An error outside split_on still fails the whole batch at once.
+    batches.clear()
+    results = await asyncio.gather(*(batcher.submit(n) for n in (1, -1, 2)), return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["ConnectionError"] * 3
+    assert batches == [[1, -1, 2]]
+
+
 async def test_background_batcher_writes_everything_and_survives_errors() -> None:
     written: list[int] = []
 

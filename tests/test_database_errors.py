@@ -1,5 +1,5 @@
 """How the repository treats driver errors: deadlock victims run again, the rest become
-DatabaseUnavailable at once. A scripted cursor stands in for the server, which cannot be
+DatabaseUnavailable at once (DatabaseRefused when the server answered "no"). A scripted cursor stands in for the server, which cannot be
 made to pick a deadlock victim on cue."""
 
 from __future__ import annotations
@@ -9,16 +9,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from asyncmy.errors import OperationalError
+from asyncmy.errors import DataError, IntegrityError, OperationalError
 
 from common.database import MySQLTaskRepository
-from common.errors import DatabaseUnavailable
+from common.errors import DatabaseRefused, DatabaseUnavailable
 
 pytestmark = pytest.mark.unit
 
 
 class ScriptedCursor:
-    def __init__(self, errors: list[OperationalError]) -> None:
+    def __init__(self, errors: list[Exception]) -> None:
         self.errors = errors
         self.statements: list[str] = []
         self.rowcount = 0
@@ -73,3 +73,29 @@ async def test_other_errors_are_not_retried() -> None:
     with pytest.raises(DatabaseUnavailable, match="2013"):
         await repository.fail("t", "boom")
     assert len(cursor.statements) == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OperationalError(4025, "CONSTRAINT `tasks.metadata` failed"),
+        OperationalError(1054, "Unknown column 'dispatched_at'"),
+        DataError(1406, "Data too long for column 'title'"),
+        IntegrityError(1062, "Duplicate entry"),
+    ],
+    ids=["check-constraint", "unknown-column", "data-too-long", "duplicate-key"],
+)
+async def test_a_statement_the_server_refuses_is_database_refused(error: Exception) -> None:
+    repository = MySQLTaskRepository(ScriptedPool(ScriptedCursor([error])), timeout=5)
+
+    with pytest.raises(DatabaseRefused, match=str(error.args[0])):
+        await repository.fail("t", "boom")
+
+
+async def test_a_lost_connection_is_unavailable_not_refused() -> None:
+    cursor = ScriptedCursor([OperationalError(2013, "Lost connection to MySQL server")])
+    repository = MySQLTaskRepository(ScriptedPool(cursor), timeout=5)
+
+    with pytest.raises(DatabaseUnavailable) as caught:
+        await repository.fail("t", "boom")
+    assert not isinstance(caught.value, DatabaseRefused)

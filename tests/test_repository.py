@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from common.database import MySQLTaskRepository
+from common.errors import DatabaseRefused
 from common.grouped import GroupedTaskRepository
 from common.tasks import Claim, ClaimRequest, ClaimResult, NewTask, TaskStatus
 
@@ -126,3 +127,40 @@ async def test_grouped_repository_serves_concurrent_callers(
     assert [r.task_id if r else None for r in records[:-1]] == ids
     assert all(r is not None and r.status is TaskStatus.COMPLETED for r in records[:-1])
     assert records[-1] is None
+
+
+def nested(levels: int) -> dict[str, object]:
+    value: dict[str, object] = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+async def test_a_row_the_server_refuses_fails_only_its_own_caller(
+    repository: MySQLTaskRepository,
+) -> None:
+    # The API refuses metadata nested over 30 levels; the databases draw the line higher
+    # (MariaDB 32, MySQL 101). Past that, the INSERT that carries it is refused whole.
+    grouped = GroupedTaskRepository(repository, max_batch=16)
+    tasks = new_tasks(40)
+    bad = NewTask(str(uuid.uuid4()), "too deep", "d", nested(120))
+    tasks.insert(20, bad)
+    deepest = NewTask(str(uuid.uuid4()), "deep", "d", nested(30))
+    tasks.append(deepest)
+
+    results = await asyncio.gather(
+        *(grouped.create(task) for task in tasks), return_exceptions=True
+    )
+
+    refused = [
+        task
+        for task, result in zip(tasks, results, strict=True)
+        if isinstance(result, BaseException)
+    ]
+    assert refused == [bad]
+    assert isinstance(results[20], DatabaseRefused)
+    stored = await repository.get_many([task.task_id for task in tasks])
+    assert [record is None for record in stored].count(True) == 1
+    assert stored[20] is None
+    assert stored[-1] is not None
+    assert stored[-1].metadata == nested(30)

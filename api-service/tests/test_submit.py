@@ -16,6 +16,14 @@ pytestmark = pytest.mark.unit
 VALID = {"title": "Resize images", "description": "thumbnails", "metadata": {"album": 42}}
 
 
+def nested(levels: int) -> dict[str, Any]:
+    """An object `levels` objects deep."""
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
 def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
@@ -62,8 +70,17 @@ async def test_each_task_gets_its_own_uuid4(client: httpx.AsyncClient) -> None:
         {"title": "😀 emoji", "description": "ü" * 10, "metadata": None},
         {"title": "t", "description": "d" * 65536},
         {"title": "t", "description": "d", "metadata": {"nested": {"list": [1, None, "x"]}}},
+        {"title": "t", "description": "d", "metadata": nested(30)},
+        {"title": "t", "description": "d", "metadata": {"k" * 65_535: 1}},
     ],
-    ids=["title-255", "unicode-null-metadata", "description-64KiB", "nested-metadata"],
+    ids=[
+        "title-255",
+        "unicode-null-metadata",
+        "description-64KiB",
+        "nested-metadata",
+        "metadata-30-deep",
+        "metadata-key-64KiB",
+    ],
 )
 async def test_accepts_every_valid_shape(client: httpx.AsyncClient, body: dict[str, Any]) -> None:
     response = await client.post("/api/tasks", json=body)
@@ -88,6 +105,9 @@ async def test_accepts_every_valid_shape(client: httpx.AsyncClient, body: dict[s
         ({"title": "t", "description": "d", "metadata": "x"}, "metadata"),
         ({"title": "t", "description": "d", "extra": 1}, "extra"),
         ({"title": "t", "description": "d", "metadata": {"n": 2**64}}, "metadata"),
+        ({"title": "t", "description": "d", "metadata": nested(31)}, "metadata"),
+        ({"title": "t", "description": "d", "metadata": {"a": [[nested(29)]]}}, "metadata"),
+        ({"title": "t", "description": "d", "metadata": {"é" * 32_768: 1}}, "metadata"),
         (["title", "description"], "body"),
         ("just a string", "body"),
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -25,9 +26,31 @@ def _within_64_kib(value: str) -> str:
     return value
 
 
+# MariaDB's JSON refuses a document nested 32 levels deep (MySQL's, 101), and MySQL's an
+# object key over 65,535 bytes.
+MAX_METADATA_DEPTH = 30
+MAX_METADATA_KEY_BYTES = 65_535
+
+
+def _shape_problem(value: object, depth: int = 1) -> str | None:
+    """Why the database would refuse this JSON value's nesting or keys, if it would."""
+    if isinstance(value, dict):
+        if any(len(key.encode()) > MAX_METADATA_KEY_BYTES for key in value):
+            return f"must have object keys of at most {MAX_METADATA_KEY_BYTES:,} bytes of UTF-8"
+        children: Iterable[object] = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return None
+    if depth > MAX_METADATA_DEPTH:
+        return f"must be nested at most {MAX_METADATA_DEPTH} levels deep"
+    return next(filter(None, (_shape_problem(child, depth + 1) for child in children)), None)
+
+
 def _storable(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    # JSON allows numbers that MySQL's JSON type and orjson do not: integers beyond 64 bits,
-    # and (by overflow, as 1e400) infinity. Whatever does not survive a round trip is refused.
+    """Refuses what MySQL or MariaDB would not store: integers beyond 64 bits and (by overflow,
+    as 1e400) infinity, which do not survive a round trip through orjson; nesting too deep;
+    keys too long."""
     if value is not None:
         try:
             same = orjson.loads(orjson.dumps(value)) == value
@@ -35,6 +58,9 @@ def _storable(value: dict[str, Any] | None) -> dict[str, Any] | None:
             same = False
         if not same:
             raise ValueError("must hold only integers within 64 bits and finite numbers")
+        problem = _shape_problem(value)
+        if problem:
+            raise ValueError(problem)
     return value
 
 
@@ -59,7 +85,11 @@ class TaskCreate(BaseModel):
         dict[str, Any] | None,
         AfterValidator(_storable),
         Field(
-            description="Any JSON object; its integers must fit in 64 bits, its numbers be finite."
+            description=(
+                "Any JSON object: its integers must fit in 64 bits, its numbers be finite, its"
+                f" nesting at most {MAX_METADATA_DEPTH} levels deep, its keys at most"
+                f" {MAX_METADATA_KEY_BYTES:,} bytes."
+            )
         ),
     ] = None
 
