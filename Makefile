@@ -47,7 +47,7 @@ openapi: install ## Write the API's OpenAPI document to docs/openapi.json
 	cd api-service/src && $(PY) export_openapi.py
 
 db: install ## Create the database in DATABASE_URL if missing and load db/init.sql
-	$(LOAD_ENV) $(PY) -m common.schema
+	$(LOAD_ENV) $(PY) -m common.mysql.schema
 
 test: install ## All unit and integration tests (a scratch database and vhost of their own)
 	cd api-service && $(PY) -m pytest

@@ -13,7 +13,7 @@ import aio_pika
 
 from bench.queues import Queues
 from bench.store import TaskTable, open_table
-from common.schema import create_database, drop_database, load_schema
+from common.mysql.schema import create_database, drop_database, load_schema
 from common.settings import Settings, load_settings
 from testkit.scratch import VhostAdmin, database_url, scratch_name, service_environment
 

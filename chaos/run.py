@@ -20,7 +20,7 @@ import httpx
 
 from chaos.plan import ChaosPlan
 from chaos.report import LogTally, Verdict
-from common.database import MySQLTaskRepository, close_pool, create_pool
+from common.mysql import Database, MySQLTaskRepository
 from common.settings import Settings
 from common.tasks import NewTask
 from testkit.polling import api_healthy, wait_until
@@ -147,15 +147,16 @@ class Run:
 
     async def _commit_orphans(self) -> None:
         """Rows committed and never published: what a crash right after COMMIT leaves."""
-        pool = await create_pool(self.direct)
+        database = Database(self.direct)
+        await database.start()
         try:
-            repository = MySQLTaskRepository(pool, timeout=5)
+            repository = MySQLTaskRepository(database)
             for n in range(self.plan.orphans):
                 task_id = str(uuid.uuid4())
                 await repository.create(NewTask(task_id, f"orphan {n}", "d", None))
                 self.orphans.add(task_id)
         finally:
-            await close_pool(pool)
+            await database.close()
 
 
 async def _drain(run: Run) -> float:

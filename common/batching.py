@@ -1,8 +1,12 @@
-"""Group commit: many concurrent callers, one statement.
+"""Group commit: many concurrent callers, one statement (or one write to the broker).
 
 A caller's item goes out at once if nothing is being written; whatever arrives while a
 batch is being written goes out together in the next one. There is no timer, so the added
 latency is at most one batch's round trip, and under load batches grow by themselves.
+
+Used inside the adapters only (common.mysql, common.amqp); callers there bound each
+`submit` with their own deadline, and an item given up on before its batch was taken is
+never written.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+from common.errors import DependencyUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +54,17 @@ class Batcher(Generic[Item, Result]):
             task = asyncio.get_running_loop().create_task(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._forget(future)  # given up on (a deadline, a client gone): never write it
+            raise
+
+    def _forget(self, future: asyncio.Future[Result]) -> None:
+        for index, (_, waiting) in enumerate(self._pending):
+            if waiting is future:
+                del self._pending[index]
+                return
 
     async def _drain(self) -> None:
         try:
@@ -62,6 +78,8 @@ class Batcher(Generic[Item, Result]):
     async def _write_batch(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
             results = await self._write([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"a write of {len(batch)} items gave {len(results)} results")
         except BaseException as exc:
             if len(batch) > 1 and isinstance(exc, self._split_on):
                 logger.warning(
@@ -71,13 +89,7 @@ class Batcher(Generic[Item, Result]):
                 for entry in batch:
                     await self._write_batch([entry])
                 return
-            for _, future in batch:  # every caller in the batch gets the error
-                if future.done():
-                    continue
-                if isinstance(exc, asyncio.CancelledError):
-                    future.cancel()
-                else:
-                    future.set_exception(exc)
+            _fail_all(batch, exc)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -86,10 +98,22 @@ class Batcher(Generic[Item, Result]):
                 future.set_result(result)
 
 
+def _fail_all(batch: Sequence[tuple[object, asyncio.Future[Result]]], exc: BaseException) -> None:
+    """Every caller in the batch gets the error (or is cancelled with the writer)."""
+    for _, future in batch:
+        if future.done():
+            continue
+        if isinstance(exc, asyncio.CancelledError):
+            future.cancel()
+        else:
+            future.set_exception(exc)
+
+
 class BackgroundBatcher(Generic[Item]):
     """`add(item)` returns at once; items are written in batches by a task of its own.
-    For writes nobody waits for, such as the outbox mark; a failed batch is logged. With
-    `linger_seconds`, a batch that is not full waits that long for more items first."""
+    For writes nobody waits for, such as the outbox mark; a failed batch is logged and the
+    next one goes on. With `linger_seconds`, a batch that is not full waits that long for
+    more items first."""
 
     def __init__(
         self,
@@ -122,15 +146,18 @@ class BackgroundBatcher(Generic[Item]):
                     await asyncio.sleep(self._linger)  # let more items join this statement
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                try:
-                    await self._write(batch)
-                except Exception as exc:
-                    logger.warning(
-                        "batch write failed",
-                        extra={"batch": self._name, "size": len(batch), "error": repr(exc)},
-                    )
+                await self._write_logged(batch)
         finally:
             self._writing = False
+
+    async def _write_logged(self, batch: list[Item]) -> None:
+        context = {"batch": self._name, "size": len(batch)}
+        try:
+            await self._write(batch)
+        except DependencyUnavailable as exc:
+            logger.warning("batch write failed", extra={**context, "error": str(exc)})
+        except Exception:
+            logger.exception("batch write failed unexpectedly", extra=context)
 
     async def flush(self) -> None:
         """Wait until everything added so far is written (or has failed)."""

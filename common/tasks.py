@@ -1,12 +1,16 @@
-"""The task as both services see it, and the repository port they talk to."""
+"""The task as both services see it: its record, its statuses and the moves between them.
+
+Pure domain: no driver, no I/O. The ports that store and publish tasks are in `common.ports`,
+the errors in `common.errors`.
+"""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 
 class TaskStatus(enum.StrEnum):
@@ -17,6 +21,26 @@ class TaskStatus(enum.StrEnum):
 
 
 FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+
+# Every status a task may move to from each status. Each write a repository makes is one of
+# these moves, made by a conditional UPDATE on the source status.
+TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.PENDING: frozenset({TaskStatus.PROCESSING}),  # claimed by a worker
+    TaskStatus.PROCESSING: frozenset(
+        {
+            TaskStatus.PROCESSING,  # taken over: the lease expired, or the message came back
+            TaskStatus.COMPLETED,
+            TaskStatus.PENDING,  # the attempt failed and will be retried
+            TaskStatus.FAILED,  # the last attempt failed
+        }
+    ),
+    TaskStatus.COMPLETED: frozenset(),
+    TaskStatus.FAILED: frozenset({TaskStatus.PENDING}),  # re-driven
+}
+
+
+def may_move(source: TaskStatus, target: TaskStatus) -> bool:
+    return target in TRANSITIONS[source]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,58 +94,3 @@ class ClaimResult(enum.Enum):
 class Claim:
     result: ClaimResult
     attempts: int = 0  # the task's attempt count after this claim (0 when not claimed)
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimRequest:
-    task_id: str
-    steal: bool = False
-
-
-PublishOne = Callable[[TaskRecord], Awaitable[bool]]
-
-
-class TaskRepository(Protocol):
-    """Storage for tasks. Every state change is one conditional UPDATE."""
-
-    async def create(self, task: NewTask) -> TaskRecord:
-        """Insert the task as PENDING and not yet dispatched, in one statement."""
-        ...
-
-    async def get(self, task_id: str) -> TaskRecord | None: ...
-
-    async def mark_dispatched(self, task_ids: Sequence[str]) -> None:
-        """The broker confirmed these tasks' messages: the dispatcher can leave them alone."""
-        ...
-
-    async def dispatch_undispatched(
-        self, *, publish: PublishOne, limit: int, min_age_seconds: float
-    ) -> int:
-        """Lock up to `limit` PENDING tasks never confirmed as dispatched (older than
-        `min_age_seconds`, skipping rows another dispatcher holds), call `publish` on each
-        (concurrently) and mark those it confirmed. Returns how many were dispatched."""
-        ...
-
-    async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:
-        """PENDING -> PROCESSING and one more attempt. A PROCESSING task is taken over when
-        its lease has expired, or at once when `steal` is set (the message was redelivered)."""
-        ...
-
-    async def complete(self, task_id: str) -> bool:
-        """PROCESSING -> COMPLETED with completed_at; False when it was not PROCESSING."""
-        ...
-
-    async def release_for_retry(self, task_id: str, error: str) -> bool:
-        """PROCESSING -> PENDING with last_error, after a failed attempt that will be retried."""
-        ...
-
-    async def fail(self, task_id: str, error: str) -> bool:
-        """PROCESSING -> FAILED with last_error, after the last attempt failed."""
-        ...
-
-    async def reset_failed(self, task_id: str) -> TaskRecord | None:
-        """FAILED -> PENDING with a fresh attempt budget, not yet dispatched (a re-drive).
-        None when the task is not FAILED."""
-        ...
-
-    async def ping(self) -> None: ...

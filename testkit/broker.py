@@ -1,17 +1,22 @@
-"""Direct access to the test run's RabbitMQ vhost: publish like the API, look into queues."""
+"""Direct access to the test run's RabbitMQ vhost: publish like the services, look into queues."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel
 
-from common.broker import connect, task_amqp_message
+from common.amqp import AmqpTaskPublisher, Topology
+from common.amqp.link import BrokerSession, connect
 from common.messages import TaskMessage
 from common.settings import Settings
-from common.topology import Topology
+
+# The session of each channel broker_channel opened, for publish_task.
+_SESSIONS: weakref.WeakKeyDictionary[AbstractChannel, BrokerSession] = weakref.WeakKeyDictionary()
 
 
 @asynccontextmanager
@@ -19,17 +24,23 @@ async def broker_channel(settings: Settings) -> AsyncIterator[AbstractChannel]:
     """A confirming channel on a connection of its own, with the topology declared."""
     connection = await connect(settings, name="tests")
     try:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        session = BrokerSession(connection)
+        channel = await session.channel(publisher_confirms=True)
+        _SESSIONS[channel] = session
         await Topology.from_settings(settings).declare(channel)
         yield channel
     finally:
         await connection.close()
 
 
-async def publish_task(channel: AbstractChannel, settings: Settings, message: TaskMessage) -> None:
-    await channel.default_exchange.publish(
-        task_amqp_message(message), routing_key=settings.task_queue, mandatory=True
-    )
+async def publish_task(
+    channel: AbstractChannel, settings: Settings, message: TaskMessage, **options: Any
+) -> None:
+    """Publish `message` on `channel` through the services' one publish path (`options` as
+    for TaskPublisher.publish)."""
+    publisher = AmqpTaskPublisher(Topology.from_settings(settings), timeout=5)
+    publisher.attach(_SESSIONS[channel], channel)
+    await publisher.publish(message, **options)
 
 
 async def publish_raw(channel: AbstractChannel, settings: Settings, body: bytes) -> None:

@@ -1,24 +1,24 @@
-"""In-memory stand-ins for the two ports, for unit tests that need no services."""
+"""In-memory stand-ins for the ports (common.ports), for unit tests that need no services."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-
-import aio_pika
 
 from common.errors import BrokerUnavailable, DatabaseUnavailable
 from common.messages import TaskMessage
+from common.ports import PublishOne
 from common.tasks import (
     FINAL_STATUSES,
     Claim,
     ClaimResult,
     NewTask,
-    PublishOne,
     TaskRecord,
     TaskStatus,
+    may_move,
 )
 
 
@@ -108,6 +108,9 @@ class InMemoryTaskRepository:
         row = self.rows.get(task_id)
         if row is None or row.status is not source:
             return False
+        target = changes.get("status")
+        assert isinstance(target, TaskStatus)
+        assert may_move(source, target), (source, target)
         self._update(task_id, **changes)
         return True
 
@@ -135,32 +138,35 @@ class InMemoryTaskRepository:
         self._enter("ping")
 
 
+@dataclass(frozen=True)
+class Published:
+    message: TaskMessage
+    attempts: int
+    lookups: int
+    delay_seconds: float
+
+
 class RecordingPublisher:
-    """Keeps what it was asked to publish; can be told to fail like an unreachable broker."""
+    """The TaskPublisher port: keeps what it was asked to publish; can be told to fail like
+    an unreachable broker."""
 
     def __init__(self) -> None:
-        self.published: list[TaskMessage] = []
+        self.sent: list[Published] = []
         self.fail = False
         self.is_open = True
 
-    async def publish(self, message: TaskMessage) -> None:
-        if self.fail:
-            raise BrokerUnavailable("broker is down (fake)")
-        self.published.append(message)
-
-
-class RecordingAmqpPublisher:
-    """The AmqpPublisher's interface: keeps (exchange, routing key, message) triples."""
-
-    def __init__(self) -> None:
-        self.published: list[tuple[str, str, aio_pika.Message]] = []
-        self.fail = False
-
     @property
-    def is_open(self) -> bool:
-        return not self.fail
+    def published(self) -> list[TaskMessage]:
+        return [entry.message for entry in self.sent]
 
-    async def publish(self, message: aio_pika.Message, *, exchange: str, routing_key: str) -> None:
+    async def publish(
+        self,
+        message: TaskMessage,
+        *,
+        attempts: int = 0,
+        lookups: int = 0,
+        delay_seconds: float = 0.0,
+    ) -> None:
         if self.fail:
             raise BrokerUnavailable("broker is down (fake)")
-        self.published.append((exchange, routing_key, message))
+        self.sent.append(Published(message, attempts, lookups, delay_seconds))

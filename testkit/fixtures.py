@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from common.database import MySQLTaskRepository, close_pool, create_pool
+from common.mysql import Database, MySQLTaskRepository
 from common.settings import Settings
 from testkit.broker import broker_channel
 from testkit.proxy import TcpProxy, tcp_proxy
@@ -36,9 +36,10 @@ async def direct(scratch_overrides: dict[str, Any]) -> AsyncIterator[Settings]:
 
 @pytest.fixture(scope="module")
 async def repository(direct: Settings) -> AsyncIterator[MySQLTaskRepository]:
-    pool = await create_pool(direct)
-    yield MySQLTaskRepository(pool, timeout=5)
-    await close_pool(pool)
+    database = Database(direct)
+    await database.start()
+    yield MySQLTaskRepository(database)
+    await database.close()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr
 
-from common.schema import create_database, drop_database, load_schema
+from common.mysql.schema import create_database, drop_database, load_schema
 from common.settings import DatabaseAddress, Settings, load_settings
 
 

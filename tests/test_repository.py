@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from common.database import MySQLTaskRepository
 from common.errors import DatabaseRefused
-from common.grouped import GroupedTaskRepository
-from common.tasks import Claim, ClaimRequest, ClaimResult, NewTask, TaskStatus
+from common.mysql import GroupedTaskRepository, MySQLTaskRepository
+from common.mysql.repository import ClaimRequest
+from common.tasks import Claim, ClaimResult, NewTask, TaskStatus
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +111,7 @@ async def test_complete_many_completes_each_task_once(repository: MySQLTaskRepos
 async def test_grouped_repository_serves_concurrent_callers(
     repository: MySQLTaskRepository,
 ) -> None:
-    grouped = GroupedTaskRepository(repository, max_batch=16)
+    grouped = GroupedTaskRepository(repository, timeout=5, max_batch=16)
     tasks = new_tasks(100)
     created = await asyncio.gather(*(grouped.create(task) for task in tasks))
     ids = [record.task_id for record in created]
@@ -141,7 +141,7 @@ async def test_a_row_the_server_refuses_fails_only_its_own_caller(
 ) -> None:
     # The API refuses metadata nested over 30 levels; the databases draw the line higher
     # (MariaDB 32, MySQL 101). Past that, the INSERT that carries it is refused whole.
-    grouped = GroupedTaskRepository(repository, max_batch=16)
+    grouped = GroupedTaskRepository(repository, timeout=5, max_batch=16)
     tasks = new_tasks(40)
     bad = NewTask(str(uuid.uuid4()), "too deep", "d", nested(120))
     tasks.insert(20, bad)

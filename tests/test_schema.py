@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from common.schema import load_schema
+from common.mysql.schema import load_schema
 from common.settings import Settings
 from testkit.scratch import scratch_environment
 from testkit.sql import query

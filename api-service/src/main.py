@@ -18,15 +18,14 @@ from fastapi import FastAPI
 from api.middleware import BodySizeLimit, UnhandledErrors
 from api.openapi import install_openapi
 from api.problems import install_problem_handlers
-from api.routes import health_router, tasks_router
-from common.broker import AmqpPublisher, BrokerLink, BrokerSession, TaskPublisher
-from common.database import MySQLTaskRepository, close_pool, create_pool
+from api.routes import health_routes, task_routes
+from common.amqp import Broker
 from common.errors import ConfigurationError
-from common.grouped import GroupedTaskRepository
 from common.heap import freeze_startup_objects
 from common.logs import configure_logging
+from common.mysql import Database, grouped_repository
 from common.settings import Settings, load_settings
-from common.topology import Topology
+from services.backends import Backends
 from services.dispatcher import run_dispatcher
 
 logger = logging.getLogger("api")
@@ -38,59 +37,54 @@ Every error answer is an RFC 9457 problem (`application/problem+json`).
 """
 
 
-@asynccontextmanager
-async def backing_services(settings: Settings, app: FastAPI) -> AsyncIterator[None]:
-    """One MySQL pool, one AMQP connection (kept open by BrokerLink) and the dispatcher.
+def connected_backends(settings: Settings) -> Backends:
+    """MySQL, RabbitMQ (a link kept open in the background) and the outbox dispatcher.
 
     Neither dependency has to be up at start: requests get a 503 (database) or are queued
     through the outbox (broker) until it is, and /health says which one is missing.
     """
-    pool = await create_pool(settings)
-    repository = GroupedTaskRepository(
-        MySQLTaskRepository(pool, timeout=settings.database_timeout_seconds)
-    )
-    amqp = AmqpPublisher(timeout=settings.publish_timeout_seconds)
-    topology = Topology.from_settings(settings)
+    database = Database(settings)
+    repository = grouped_repository(database)
+    broker = Broker(settings, name="task-api")
 
-    async def on_connect(session: BrokerSession) -> None:
-        channel = await session.channel(publisher_confirms=True)
-        await topology.declare(channel)
-        amqp.attach(channel)
-
-    link = BrokerLink(settings, name="task-api", on_connect=on_connect)
-    link.start()
-    await link.wait_connected(settings.publish_timeout_seconds)
-    app.state.repository = repository
-    app.state.publisher = publisher = TaskPublisher(amqp, queue=settings.task_queue)
-    dispatcher = asyncio.create_task(
-        run_dispatcher(
-            repository=repository,
-            publisher=publisher,
-            interval_seconds=settings.dispatch_interval_seconds,
-            min_age_seconds=settings.dispatch_min_age_seconds,
-            batch_size=settings.dispatch_batch_size,
+    @asynccontextmanager
+    async def running() -> AsyncIterator[None]:
+        await database.start()
+        broker.start()
+        await broker.wait_connected(settings.publish_timeout_seconds)
+        dispatcher = asyncio.create_task(
+            run_dispatcher(
+                repository=repository,
+                publisher=broker.publisher,
+                interval_seconds=settings.dispatch_interval_seconds,
+                min_age_seconds=settings.dispatch_min_age_seconds,
+                batch_size=settings.dispatch_batch_size,
+            ),
+            name="outbox-dispatcher",
         )
-    )
-    freeze_startup_objects()
-    logger.info("api started", extra={"queue": settings.task_queue, "broker": link.connected})
-    try:
-        yield
-    finally:
-        dispatcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await dispatcher
-        await repository.flush_marks()
-        await link.close()
-        await close_pool(pool)
-        logger.info("api stopped")
+        freeze_startup_objects()
+        logger.info("api started", extra={"queue": settings.task_queue, "broker": broker.connected})
+        try:
+            yield
+        finally:
+            dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await dispatcher
+            await repository.flush_marks()
+            await broker.close()
+            await database.close()
+            logger.info("api stopped")
+
+    return Backends(repository=repository, publisher=broker.publisher, running=running)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The ASGI app; its lifespan opens the connections (see `backing_services`)."""
+def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
+    """The ASGI app, talking to `backends` (by default the real ones, opened by its lifespan)."""
+    backends = backends or connected_backends(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with backing_services(settings, app):
+        async with backends.running():
             yield
 
     app = FastAPI(
@@ -99,8 +93,8 @@ def create_app(settings: Settings) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    app.include_router(tasks_router)
-    app.include_router(health_router)
+    app.include_router(task_routes(backends))
+    app.include_router(health_routes(backends))
     install_problem_handlers(app, retry_after_seconds=settings.retry_after_seconds)
     install_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from common.settings import Settings, load_settings
 from main import create_app
+from services.backends import Backends
 from testkit.fakes import InMemoryTaskRepository, RecordingPublisher
 
 
@@ -30,11 +31,8 @@ def publisher() -> RecordingPublisher:
 def app(
     settings: Settings, repository: InMemoryTaskRepository, publisher: RecordingPublisher
 ) -> FastAPI:
-    """The real app with the fakes at its ports; its lifespan (real connections) never runs."""
-    app = create_app(settings)
-    app.state.repository = repository
-    app.state.publisher = publisher
-    return app
+    """The real app with the fakes at its ports."""
+    return create_app(settings, Backends(repository=repository, publisher=publisher))
 
 
 @pytest.fixture

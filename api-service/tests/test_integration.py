@@ -18,10 +18,10 @@ import pytest
 from aio_pika.abc import AbstractChannel
 from test_submit import VALID, assert_problem
 
-from common.database import MySQLTaskRepository
+from common.amqp import Topology
+from common.mysql import MySQLTaskRepository
 from common.settings import Settings
 from common.tasks import NewTask, TaskStatus
-from common.topology import Topology
 from main import create_app
 from testkit import fixtures
 from testkit.broker import take_all

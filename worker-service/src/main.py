@@ -12,82 +12,54 @@ import signal
 import sys
 from pathlib import Path
 
-from aio_pika.abc import AbstractQueue
-
-from common.broker import AmqpPublisher, BrokerLink, BrokerSession
-from common.database import MySQLTaskRepository, close_pool, create_pool
+from common.amqp import Broker
 from common.errors import ConfigurationError
-from common.grouped import GroupedTaskRepository
 from common.heap import freeze_startup_objects
 from common.logs import configure_logging
+from common.mysql import Database, grouped_repository
 from common.settings import Settings, load_settings
+from common.supervision import run_forever
 from services.consumer import TaskConsumer
 from services.retry_policy import RetryPolicy
 from services.work import simulated_work
 
 logger = logging.getLogger("worker")
 
-
-class Subscription:
-    """The consumer's registration on the current broker session, made again after every
-    reconnect."""
-
-    def __init__(
-        self, settings: Settings, consumer: TaskConsumer, publisher: AmqpPublisher
-    ) -> None:
-        self._settings = settings
-        self._consumer = consumer
-        self._publisher = publisher
-        self._queue: AbstractQueue | None = None
-        self._tag: str | None = None
-
-    async def on_connect(self, session: BrokerSession) -> None:
-        channel = await session.channel()
-        # The prefetch bounds the tasks in flight in this process.
-        await channel.set_qos(prefetch_count=self._settings.worker_concurrency)
-        queue = await self._consumer.policy.topology.declare(channel)
-        self._publisher.attach(await session.channel(publisher_confirms=True))
-        self._tag = await queue.consume(self._consumer.on_message)
-        self._queue = queue
-
-    async def cancel(self) -> None:
-        """Take no new deliveries; those in flight go on."""
-        if self._queue is not None and self._tag is not None:
-            with contextlib.suppress(Exception):
-                await self._queue.cancel(self._tag)
+_HEARTBEAT_SECONDS = 5.0
 
 
-async def _heartbeat(path: str, link: BrokerLink, interval: float = 5.0) -> None:
+async def _heartbeat(path: str, broker: Broker) -> None:
     """Touch `path` while the consumer is registered: the container's liveness signal."""
-    while True:
-        if link.connected:
+
+    async def beat() -> float:
+        if broker.connected:
             await asyncio.to_thread(Path(path).touch)
-        await asyncio.sleep(interval)
+        return _HEARTBEAT_SECONDS
+
+    await run_forever(beat, name="heartbeat", max_backoff_seconds=_HEARTBEAT_SECONDS)
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Consume until `stop` is set, let in-flight tasks finish (within the grace), close."""
-    pool = await create_pool(settings)
-    publisher = AmqpPublisher(timeout=settings.publish_timeout_seconds)
+    database = Database(settings)
+    broker = Broker(settings, name="task-worker")
     consumer = TaskConsumer(
-        repository=GroupedTaskRepository(
-            MySQLTaskRepository(pool, timeout=settings.database_timeout_seconds)
-        ),
+        repository=grouped_repository(database),
         work=simulated_work(
             settings.processing_delay_min_seconds,
             settings.processing_delay_max_seconds,
             settings.processing_failure_rate,
         ),
         policy=RetryPolicy.from_settings(settings),
-        retry_publisher=publisher,
+        publisher=broker.publisher,
         lease_seconds=settings.task_lease_seconds,
         requeue_pause_seconds=settings.requeue_pause_seconds,
         unknown_task_max_lookups=settings.unknown_task_max_lookups,
     )
-    subscription = Subscription(settings, consumer, publisher)
-    link = BrokerLink(settings, name="task-worker", on_connect=subscription.on_connect)
-    link.start()
-    heartbeat = asyncio.create_task(_heartbeat(settings.worker_heartbeat_file, link))
+    broker.consume(consumer.on_delivery, prefetch=settings.worker_concurrency)
+    await database.start()
+    broker.start()
+    heartbeat = asyncio.create_task(_heartbeat(settings.worker_heartbeat_file, broker))
     freeze_startup_objects()
     logger.info(
         "worker started",
@@ -95,7 +67,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     )
     try:
         await stop.wait()
-        await subscription.cancel()
+        await broker.stop_consuming()
         logger.info("worker stopping", extra={"in_flight": consumer.in_flight})
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(settings.worker_shutdown_grace_seconds):
@@ -105,8 +77,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             logger.warning("requeueing unfinished tasks", extra={"in_flight": consumer.in_flight})
     finally:
         heartbeat.cancel()
-        await link.close()
-        await close_pool(pool)
+        await broker.close()
+        await database.close()
     logger.info("worker stopped")
 
 

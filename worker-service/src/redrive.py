@@ -10,31 +10,31 @@ import argparse
 import asyncio
 import sys
 
-from common.broker import connect
-from common.database import MySQLTaskRepository, close_pool, create_pool
-from common.errors import ConfigurationError
+from common.amqp import Broker
+from common.errors import BrokerUnavailable, ConfigurationError, DependencyUnavailable
 from common.logs import configure_logging
+from common.mysql import Database, MySQLTaskRepository
 from common.settings import Settings, load_settings
-from common.topology import Topology
 from services.redrive import RedriveReport, redrive_dead_letters
 
 
 async def redrive(settings: Settings, limit: int) -> RedriveReport:
-    pool = await create_pool(settings)
-    connection = await connect(settings, name="task-redrive")
+    database = Database(settings)
+    broker = Broker(settings, name="task-redrive")
+    await database.start()
+    broker.start()
     try:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        topology = Topology.from_settings(settings)
-        await topology.declare(channel)
+        if not await broker.wait_connected(settings.publish_timeout_seconds):
+            raise BrokerUnavailable("RabbitMQ: not reachable within PUBLISH_TIMEOUT_SECONDS")
         return await redrive_dead_letters(
-            channel=channel,
-            repository=MySQLTaskRepository(pool, timeout=settings.database_timeout_seconds),
-            topology=topology,
+            letters=await broker.dead_letters(),
+            publisher=broker.publisher,
+            repository=MySQLTaskRepository(database),
             limit=limit,
         )
     finally:
-        await connection.close()
-        await close_pool(pool)
+        await broker.close()
+        await database.close()
 
 
 def main() -> None:
@@ -46,7 +46,12 @@ def main() -> None:
     except ConfigurationError as exc:
         sys.exit(f"redrive: {exc}")
     configure_logging(service="redrive", level=settings.log_level, fmt=settings.log_format)
-    report = asyncio.run(redrive(settings, args.limit))
+    try:
+        report = asyncio.run(redrive(settings, args.limit))
+    except DependencyUnavailable as exc:
+        sys.exit(
+            f"redrive: the {exc.component} is unavailable ({exc}); nothing was lost, run it again"
+        )
     sys.stdout.write(
         f"moved {report.moved}, dropped {report.dropped} (already completed),"
         f" kept {report.kept} (poison)\n"

@@ -1,40 +1,34 @@
 from __future__ import annotations
 
-from typing import Any, cast
-
 import pytest
-from aio_pika.abc import AbstractIncomingMessage
 
 from common.messages import TaskMessage
-from common.topology import Topology
 from services.consumer import TaskConsumer
 from services.retry_policy import RetryPolicy
-from testkit.fakes import InMemoryTaskRepository, RecordingAmqpPublisher
+from testkit.fakes import InMemoryTaskRepository, RecordingPublisher
 
 
 class FakeDelivery:
-    """Just enough of an incoming AMQP message to see how the consumer settles it."""
+    """The Delivery port, recording how the consumer settles it."""
 
     def __init__(
-        self, body: bytes, *, redelivered: bool = False, headers: dict[str, Any] | None = None
+        self, body: bytes, *, redelivered: bool = False, attempts: int = 0, lookups: int = 0
     ) -> None:
         self.body = body
         self.redelivered = redelivered
-        self.headers = headers or {}
-        self.message_id = "m-1"
-        self.settled: list[tuple[str, Any]] = []
+        self.attempts = attempts
+        self.lookups = lookups
+        self.message_id: str | None = "m-1"
+        self.settled: list[str] = []
 
     async def ack(self) -> None:
-        self.settled.append(("ack", None))
+        self.settled.append("ack")
 
-    async def nack(self, requeue: bool = True) -> None:
-        self.settled.append(("nack", requeue))
+    async def requeue(self) -> None:
+        self.settled.append("requeue")
 
-    async def reject(self, requeue: bool = False) -> None:
-        self.settled.append(("reject", requeue))
-
-    def as_message(self) -> AbstractIncomingMessage:
-        return cast(AbstractIncomingMessage, self)
+    async def dead_letter(self) -> None:
+        self.settled.append("dead_letter")
 
 
 class RecordingWork:
@@ -60,13 +54,12 @@ def work() -> RecordingWork:
 
 @pytest.fixture
 def policy() -> RetryPolicy:
-    topology = Topology("tasks", "quorum", delivery_limit=10, retry_delays_ms=(100, 400))
-    return RetryPolicy(max_attempts=3, delays_seconds=(0.1, 0.4), topology=topology)
+    return RetryPolicy(max_attempts=3, delays_seconds=(0.1, 0.4))
 
 
 @pytest.fixture
-def retries() -> RecordingAmqpPublisher:
-    return RecordingAmqpPublisher()
+def retries() -> RecordingPublisher:
+    return RecordingPublisher()
 
 
 @pytest.fixture
@@ -74,13 +67,13 @@ def consumer(
     repository: InMemoryTaskRepository,
     work: RecordingWork,
     policy: RetryPolicy,
-    retries: RecordingAmqpPublisher,
+    retries: RecordingPublisher,
 ) -> TaskConsumer:
     return TaskConsumer(
         repository=repository,
         work=work,
         policy=policy,
-        retry_publisher=retries,
+        publisher=retries,
         lease_seconds=60,
         requeue_pause_seconds=0,
         unknown_task_max_lookups=3,

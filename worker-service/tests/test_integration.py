@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from common.database import MySQLTaskRepository
 from common.messages import TaskMessage
+from common.mysql import MySQLTaskRepository
 from common.settings import Settings
 from common.tasks import NewTask, TaskRecord, TaskStatus
 from main import run_worker

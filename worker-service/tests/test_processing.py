@@ -9,20 +9,19 @@ import uuid
 import pytest
 from conftest import FakeDelivery, RecordingWork
 
-from common.broker import ATTEMPTS_HEADER, LOOKUPS_HEADER
 from common.messages import TaskMessage
 from common.tasks import NewTask, TaskStatus
 from models.outcomes import Outcome
 from services.consumer import TaskConsumer
 from services.processor import error_summary, process_task
 from services.work import SimulatedFailure, simulated_work
-from testkit.fakes import InMemoryTaskRepository, RecordingAmqpPublisher
+from testkit.fakes import InMemoryTaskRepository, RecordingPublisher
 
 pytestmark = pytest.mark.unit
 
-ACK = [("ack", None)]
-DEAD_LETTER = [("reject", False)]
-REQUEUE = [("nack", True)]
+ACK = ["ack"]
+DEAD_LETTER = ["dead_letter"]
+REQUEUE = ["requeue"]
 
 
 async def pending_task(repository: InMemoryTaskRepository) -> TaskMessage:
@@ -69,9 +68,9 @@ async def test_second_delivery_of_a_completed_task_does_nothing(
     message = await pending_task(repository)
     first, second = FakeDelivery(message.encode()), FakeDelivery(message.encode())
 
-    await consumer.on_message(first.as_message())
+    await consumer.on_delivery(first)
     completed_at = repository.rows[message.task_id].completed_at
-    await consumer.on_message(second.as_message())
+    await consumer.on_delivery(second)
 
     assert work.done == [message.task_id]
     assert repository.rows[message.task_id].completed_at == completed_at
@@ -100,8 +99,8 @@ async def test_take_over_claims_a_task_left_processing(
 
 
 @pytest.mark.parametrize(
-    ("redelivered", "headers"),
-    [(True, {}), (False, {ATTEMPTS_HEADER: 1})],
+    ("redelivered", "attempts"),
+    [(True, 0), (False, 1)],
     ids=["redelivery", "retry"],
 )
 async def test_redelivery_or_retry_message_takes_over(
@@ -109,13 +108,13 @@ async def test_redelivery_or_retry_message_takes_over(
     repository: InMemoryTaskRepository,
     work: RecordingWork,
     redelivered: bool,
-    headers: dict[str, int],
+    attempts: int,
 ) -> None:
     message = await pending_task(repository)
     await repository.claim(message.task_id, lease_seconds=60, steal=False)
-    delivery = FakeDelivery(message.encode(), redelivered=redelivered, headers=headers)
+    delivery = FakeDelivery(message.encode(), redelivered=redelivered, attempts=attempts)
 
-    await consumer.on_message(delivery.as_message())
+    await consumer.on_delivery(delivery)
 
     assert delivery.settled == ACK
     assert repository.rows[message.task_id].status is TaskStatus.COMPLETED
@@ -146,57 +145,53 @@ async def test_failed_attempt_is_recorded_and_retried_after_a_backoff(
     consumer: TaskConsumer,
     repository: InMemoryTaskRepository,
     work: RecordingWork,
-    retries: RecordingAmqpPublisher,
+    retries: RecordingPublisher,
 ) -> None:
     message = await pending_task(repository)
     work.failure = SimulatedFailure("disk full\nsecret trace")
     delivery = FakeDelivery(message.encode())
 
-    await consumer.on_message(delivery.as_message())
+    await consumer.on_delivery(delivery)
 
     assert delivery.settled == ACK  # acked only after the retry copy was confirmed
     row = repository.rows[message.task_id]
     assert (row.status, row.attempts) == (TaskStatus.PENDING, 1)
     assert row.last_error == "SimulatedFailure: disk full"
-    [(exchange, routing_key, copy)] = retries.published
-    assert (exchange, routing_key) == ("tasks.retry", "tasks.retry.100ms")
-    assert copy.headers[ATTEMPTS_HEADER] == 1
-    # The jitter: the copy's own TTL (ms, on the wire) lies within the upper half of the tier.
-    assert copy.properties.expiration is not None
-    assert 50 <= int(copy.properties.expiration) <= 100
-    assert copy.body == message.encode()
+    [copy] = retries.sent
+    assert (copy.message, copy.attempts, copy.lookups) == (message, 1, 0)
+    # Equal jitter: the delay lies within the upper half of the first backoff (0.1 s).
+    assert 0.05 <= copy.delay_seconds <= 0.1
 
 
 async def test_backoff_grows_with_each_attempt(
     consumer: TaskConsumer,
     repository: InMemoryTaskRepository,
     work: RecordingWork,
-    retries: RecordingAmqpPublisher,
+    retries: RecordingPublisher,
 ) -> None:
     message = await pending_task(repository)
     work.failure = SimulatedFailure("boom")
-    await consumer.on_message(FakeDelivery(message.encode()).as_message())
-    retry = FakeDelivery(message.encode(), headers={ATTEMPTS_HEADER: 1})
-    await consumer.on_message(retry.as_message())
+    await consumer.on_delivery(FakeDelivery(message.encode()))
+    retry = FakeDelivery(message.encode(), attempts=1)
+    await consumer.on_delivery(retry)
 
-    assert [routing_key for _, routing_key, _ in retries.published] == [
-        "tasks.retry.100ms",
-        "tasks.retry.400ms",
-    ]
-    assert retries.published[1][2].headers[ATTEMPTS_HEADER] == 2
+    first, second = retries.sent
+    assert 0.05 <= first.delay_seconds <= 0.1
+    assert 0.2 <= second.delay_seconds <= 0.4
+    assert (first.attempts, second.attempts) == (1, 2)
 
 
 async def test_last_attempt_marks_failed_and_dead_letters(
     consumer: TaskConsumer,
     repository: InMemoryTaskRepository,
     work: RecordingWork,
-    retries: RecordingAmqpPublisher,
+    retries: RecordingPublisher,
 ) -> None:
     message = await pending_task(repository)
     work.failure = SimulatedFailure("still broken")
     for attempt in range(3):
-        delivery = FakeDelivery(message.encode(), headers={ATTEMPTS_HEADER: attempt})
-        await consumer.on_message(delivery.as_message())
+        delivery = FakeDelivery(message.encode(), attempts=attempt)
+        await consumer.on_delivery(delivery)
 
     assert delivery.settled == DEAD_LETTER
     row = repository.rows[message.task_id]
@@ -213,7 +208,7 @@ async def test_failed_task_is_not_run_again(
     await repository.fail(message.task_id, "gave up")
     delivery = FakeDelivery(message.encode(), redelivered=True)
 
-    await consumer.on_message(delivery.as_message())
+    await consumer.on_delivery(delivery)
 
     assert delivery.settled == ACK
     assert work.done == []
@@ -232,55 +227,55 @@ async def test_failed_task_is_not_run_again(
     ],
 )
 async def test_invalid_message_is_dead_lettered_without_retry(
-    consumer: TaskConsumer, work: RecordingWork, retries: RecordingAmqpPublisher, body: bytes
+    consumer: TaskConsumer, work: RecordingWork, retries: RecordingPublisher, body: bytes
 ) -> None:
     delivery = FakeDelivery(body)
-    await consumer.on_message(delivery.as_message())
+    await consumer.on_delivery(delivery)
     assert delivery.settled == DEAD_LETTER
     assert work.done == []
     assert retries.published == []
 
 
 async def test_unknown_task_is_looked_up_again_then_dead_lettered(
-    consumer: TaskConsumer, work: RecordingWork, retries: RecordingAmqpPublisher
+    consumer: TaskConsumer, work: RecordingWork, retries: RecordingPublisher
 ) -> None:
     message = TaskMessage(str(uuid.uuid4()), "t", "d", None)
     first = FakeDelivery(message.encode())
-    await consumer.on_message(first.as_message())
+    await consumer.on_delivery(first)
     assert first.settled == ACK
-    [(_, _, copy)] = retries.published
-    assert copy.headers[LOOKUPS_HEADER] == 1
-    assert copy.headers[ATTEMPTS_HEADER] == 0  # the retry budget is not touched
+    [copy] = retries.sent
+    assert copy.lookups == 1
+    assert copy.attempts == 0  # the retry budget is not touched
 
-    last = FakeDelivery(message.encode(), headers={LOOKUPS_HEADER: 2})
-    await consumer.on_message(last.as_message())
+    last = FakeDelivery(message.encode(), lookups=2)
+    await consumer.on_delivery(last)
     assert last.settled == DEAD_LETTER
     assert work.done == []
 
 
 async def test_database_error_retries_through_the_broker(
-    consumer: TaskConsumer, repository: InMemoryTaskRepository, retries: RecordingAmqpPublisher
+    consumer: TaskConsumer, repository: InMemoryTaskRepository, retries: RecordingPublisher
 ) -> None:
     message = await pending_task(repository)
     repository.fail_with_unavailable()
     delivery = FakeDelivery(message.encode())
 
-    await consumer.on_message(delivery.as_message())
+    await consumer.on_delivery(delivery)
 
     assert delivery.settled == ACK
-    [(_, _, copy)] = retries.published
-    assert copy.headers[ATTEMPTS_HEADER] == 1
+    [copy] = retries.sent
+    assert copy.attempts == 1
 
 
 async def test_database_and_broker_down_requeues_the_message(
-    consumer: TaskConsumer, repository: InMemoryTaskRepository, retries: RecordingAmqpPublisher
+    consumer: TaskConsumer, repository: InMemoryTaskRepository, retries: RecordingPublisher
 ) -> None:
     message = await pending_task(repository)
     repository.fail_with_unavailable()
     retries.fail = True
     delivery = FakeDelivery(message.encode())
 
-    await consumer.on_message(delivery.as_message())
+    await consumer.on_delivery(delivery)
 
     assert delivery.settled == REQUEUE
 
@@ -292,7 +287,7 @@ async def test_unexpected_error_requeues(
     repository.failure = RuntimeError("a bug")
     delivery = FakeDelivery(message.encode())
 
-    await consumer.on_message(delivery.as_message())
+    await consumer.on_delivery(delivery)
 
     assert delivery.settled == REQUEUE
     assert consumer.in_flight == 0
@@ -309,7 +304,7 @@ async def test_ack_comes_after_the_completion_is_committed(
             seen_at_ack.append(repository.rows[message.task_id].status)
             await super().ack()
 
-    await consumer.on_message(Probe(message.encode()).as_message())
+    await consumer.on_delivery(Probe(message.encode()))
 
     assert seen_at_ack == [TaskStatus.COMPLETED]
 

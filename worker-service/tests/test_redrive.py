@@ -8,12 +8,11 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from common.broker import task_amqp_message
-from common.database import MySQLTaskRepository
+from common.amqp import Topology
 from common.messages import TaskMessage
+from common.mysql import MySQLTaskRepository
 from common.settings import Settings
 from common.tasks import NewTask, TaskStatus
-from common.topology import Topology
 from redrive import redrive
 from testkit import fixtures
 from testkit.broker import broker_channel, take_all
@@ -55,7 +54,8 @@ async def test_redrive_resets_failed_tasks_and_keeps_poison(
     ghost = TaskMessage(str(uuid.uuid4()), "ghost", "no row", None)
     async with broker_channel(settings) as channel:
         for message in (failed, completed, ghost):
-            await dead_letter(channel, topology, task_amqp_message(message))
+            letter = aio_pika.Message(message.encode(), message_id=message.task_id)
+            await dead_letter(channel, topology, letter)
         await dead_letter(channel, topology, aio_pika.Message(b"not json"))
 
         report = await redrive(settings, limit=100)

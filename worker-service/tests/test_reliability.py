@@ -12,11 +12,11 @@ import pytest
 from aio_pika.abc import AbstractChannel
 from test_integration import running_worker
 
-from common.database import MySQLTaskRepository
+from common.amqp import Topology
 from common.messages import TaskMessage
+from common.mysql import MySQLTaskRepository
 from common.settings import Settings
 from common.tasks import NewTask, TaskRecord, TaskStatus
-from common.topology import Topology
 from testkit import fixtures
 from testkit.broker import publish_raw, publish_task, take_all
 from testkit.polling import wait_until

@@ -1,8 +1,9 @@
-"""What the routes take from the request: the app's collaborators and the task body.
+"""What the routes take from the request: the task body.
 
 The hot routes take the `Request` alone and call these directly instead of declaring
 FastAPI dependencies: solving dependencies and validating a parsed dict cost more than
-the rest of the request (see docs/benchmarks.md). Tests put fakes on `app.state`.
+the rest of the request (see docs/benchmarks.md). Their collaborators come from the
+`Backends` the routes were built with (api.routes).
 """
 
 from __future__ import annotations
@@ -11,19 +12,7 @@ from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from common.tasks import TaskRepository
 from models.tasks import TaskCreate
-from services.ports import TaskPublisher
-
-
-def repository_of(request: Request) -> TaskRepository:
-    repository: TaskRepository = request.app.state.repository
-    return repository
-
-
-def publisher_of(request: Request) -> TaskPublisher:
-    publisher: TaskPublisher = request.app.state.publisher
-    return publisher
 
 
 def require_json_body(request: Request) -> None:

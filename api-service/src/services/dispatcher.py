@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from typing import NoReturn
 
 from common.errors import DependencyUnavailable
 from common.messages import TaskMessage
-from common.tasks import TaskRecord, TaskRepository
-from services.ports import TaskPublisher
+from common.ports import TaskPublisher, TaskRepository
+from common.supervision import run_forever
+from common.tasks import TaskRecord
 
 logger = logging.getLogger(__name__)
 
@@ -46,20 +47,21 @@ async def run_dispatcher(
     interval_seconds: float,
     min_age_seconds: float,
     batch_size: int,
-) -> None:
-    """Forever: a pass, then a pause unless the pass filled a whole batch."""
-    while True:
-        try:
-            sent = await dispatch_pending(
-                repository=repository,
-                publisher=publisher,
-                limit=batch_size,
-                min_age_seconds=min_age_seconds,
-            )
-        except DependencyUnavailable as exc:
-            logger.warning("dispatcher pass failed", extra={"error": str(exc)})
-            sent = 0
+) -> NoReturn:
+    """Forever: a pass, then a pause unless the pass filled a whole batch. A failed pass
+    (the database is down, or anything else) is logged and the loop goes on, backing off."""
+
+    async def one_pass() -> float:
+        sent = await dispatch_pending(
+            repository=repository,
+            publisher=publisher,
+            limit=batch_size,
+            min_age_seconds=min_age_seconds,
+        )
         if sent:
             logger.info("dispatcher published undispatched tasks", extra={"count": sent})
-        if sent < batch_size:
-            await asyncio.sleep(interval_seconds)
+        return 0.0 if sent >= batch_size else interval_seconds
+
+    await run_forever(
+        one_pass, name="outbox dispatcher", max_backoff_seconds=max(interval_seconds, 5.0)
+    )

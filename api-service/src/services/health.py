@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from common.errors import DependencyUnavailable
-from common.tasks import TaskRepository
-from services.ports import TaskPublisher
+from common.ports import TaskPublisher, TaskRepository
 
 
 async def check_health(*, repository: TaskRepository, publisher: TaskPublisher) -> dict[str, str]:

@@ -8,8 +8,8 @@ from typing import Any
 
 from common.errors import DependencyUnavailable, TaskNotFailed, TaskNotFound
 from common.messages import TaskMessage, is_task_id
-from common.tasks import NewTask, TaskRecord, TaskRepository
-from services.ports import TaskPublisher
+from common.ports import TaskPublisher, TaskRepository
+from common.tasks import NewTask, TaskRecord
 
 logger = logging.getLogger(__name__)
 

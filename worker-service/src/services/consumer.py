@@ -2,7 +2,8 @@
 
 Every delivery is settled only after its outcome is committed in MySQL:
 - ack: done (completed, or nothing left to do);
-- retry: a copy goes to a delay queue (confirmed), then the original is acked;
+- retry: a copy goes to the retry queues through the publisher (confirmed), then the
+  original is acked;
 - dead-letter: rejected without requeue, so the broker moves it to TASK_QUEUE.dlq;
 - requeue: nack with requeue after a short pause, when even the retry could not be published.
 """
@@ -14,18 +15,9 @@ import enum
 import logging
 from dataclasses import dataclass, field
 
-from aio_pika.abc import AbstractIncomingMessage
-
-from common.broker import (
-    ATTEMPTS_HEADER,
-    LOOKUPS_HEADER,
-    UNAVAILABLE,
-    MessagePublisher,
-    task_amqp_message,
-)
 from common.errors import BrokerUnavailable, DatabaseUnavailable, InvalidTaskMessage
 from common.messages import TaskMessage, decode_task_message
-from common.tasks import TaskRepository
+from common.ports import Delivery, TaskPublisher, TaskRepository
 from models.outcomes import Outcome
 from services.processor import process_task
 from services.retry_policy import RetryPolicy
@@ -40,17 +32,12 @@ class Settlement(enum.Enum):
     DEAD_LETTER = "dead_letter"
 
 
-def _header(message: AbstractIncomingMessage, name: str) -> int:
-    value = (message.headers or {}).get(name, 0)
-    return value if isinstance(value, int) and value >= 0 else 0
-
-
 @dataclass
 class TaskConsumer:
     repository: TaskRepository
     work: Work
     policy: RetryPolicy
-    retry_publisher: MessagePublisher
+    publisher: TaskPublisher
     lease_seconds: float
     requeue_pause_seconds: float
     unknown_task_max_lookups: int = 3
@@ -64,28 +51,32 @@ class TaskConsumer:
         """Return once no delivery is being processed."""
         await self._idle.wait()
 
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
+    async def on_delivery(self, delivery: Delivery) -> None:
         """Process and settle one delivery; never raises."""
         self.in_flight += 1
         self._idle.clear()
         try:
-            settlement = await self._decide(message)
-            await self._settle(message, settlement)
+            try:
+                settlement = await self._decide(delivery)
+            except Exception:
+                logger.exception("unexpected error", extra={"message_id": delivery.message_id})
+                settlement = Settlement.REQUEUE
+            await self._settle(delivery, settlement)
         finally:
             self.in_flight -= 1
             if not self.in_flight:
                 self._idle.set()
 
-    async def _decide(self, message: AbstractIncomingMessage) -> Settlement:
+    async def _decide(self, delivery: Delivery) -> Settlement:
         try:
-            task = decode_task_message(message.body)
+            task = decode_task_message(delivery.body)
         except InvalidTaskMessage as exc:
             logger.warning(
                 "message dead-lettered",
-                extra={"reason": str(exc), "message_id": message.message_id},
+                extra={"reason": str(exc), "message_id": delivery.message_id},
             )
             return Settlement.DEAD_LETTER
-        attempts = _header(message, ATTEMPTS_HEADER)
+        attempts = delivery.attempts
         try:
             result = await process_task(
                 repository=self.repository,
@@ -93,7 +84,7 @@ class TaskConsumer:
                 work=self.work,
                 max_attempts=self.policy.max_attempts,
                 lease_seconds=self.lease_seconds,
-                take_over=bool(message.redelivered) or attempts > 0,
+                take_over=delivery.redelivered or attempts > 0,
             )
         except DatabaseUnavailable as exc:
             # Not the task's fault, and FAILED could not be written anyway: back off and retry.
@@ -101,41 +92,30 @@ class TaskConsumer:
                 "database unavailable", extra={"task_id": task.task_id, "error": str(exc)}
             )
             return await self._retry(task, attempts=attempts + 1, lookups=0)
-        except Exception:
-            logger.exception("unexpected error", extra={"task_id": task.task_id})
-            return Settlement.REQUEUE
         if result.outcome is Outcome.UNKNOWN_TASK:
-            return await self._retry_lookup(message, task)
+            return await self._retry_lookup(delivery, task)
         if result.outcome is Outcome.RETRY:
             return await self._retry(task, attempts=result.attempts, lookups=0)
         if result.outcome is Outcome.FAILED:
             return Settlement.DEAD_LETTER
         return Settlement.ACK
 
-    async def _retry_lookup(
-        self, message: AbstractIncomingMessage, task: TaskMessage
-    ) -> Settlement:
+    async def _retry_lookup(self, delivery: Delivery, task: TaskMessage) -> Settlement:
         """A task id with no row: look again a few times, then dead-letter it (a poison
         message must not burn a retry budget, or loop)."""
-        lookups = _header(message, LOOKUPS_HEADER) + 1
+        lookups = delivery.lookups + 1
         if lookups >= self.unknown_task_max_lookups:
             logger.warning(
                 "message dead-lettered", extra={"task_id": task.task_id, "reason": "unknown task"}
             )
             return Settlement.DEAD_LETTER
-        return await self._retry(task, attempts=_header(message, ATTEMPTS_HEADER), lookups=lookups)
+        return await self._retry(task, attempts=delivery.attempts, lookups=lookups)
 
     async def _retry(self, task: TaskMessage, *, attempts: int, lookups: int) -> Settlement:
-        backoff = self.policy.backoff(attempts)
-        topology = self.policy.topology
-        copy = task_amqp_message(
-            task, attempts=attempts, lookups=lookups, expiration_seconds=backoff.expiration_seconds
-        )
+        delay = self.policy.backoff_seconds(attempts)
         try:
-            await self.retry_publisher.publish(
-                copy,
-                exchange=topology.retry_exchange,
-                routing_key=topology.retry_queue(backoff.tier_ms),
+            await self.publisher.publish(
+                task, attempts=attempts, lookups=lookups, delay_seconds=delay
             )
         except BrokerUnavailable as exc:
             logger.warning(
@@ -144,21 +124,23 @@ class TaskConsumer:
             return Settlement.REQUEUE
         logger.info(
             "task retry scheduled",
-            extra={"task_id": task.task_id, "attempt": attempts, "delay_ms": backoff.tier_ms},
+            extra={"task_id": task.task_id, "attempt": attempts, "delay_ms": round(delay * 1000)},
         )
         return Settlement.ACK
 
-    async def _settle(self, message: AbstractIncomingMessage, settlement: Settlement) -> None:
+    async def _settle(self, delivery: Delivery, settlement: Settlement) -> None:
         if settlement is Settlement.REQUEUE:
             # A short pause, so that an outage is not a hot redelivery loop.
             await asyncio.sleep(self.requeue_pause_seconds)
         try:
             if settlement is Settlement.ACK:
-                await message.ack()
+                await delivery.ack()
             elif settlement is Settlement.REQUEUE:
-                await message.nack(requeue=True)
+                await delivery.requeue()
             else:
-                await message.reject(requeue=False)
-        except UNAVAILABLE as exc:
+                await delivery.dead_letter()
+        except BrokerUnavailable as exc:
             # The channel is gone; the broker redelivers the message and the claim is idempotent.
-            logger.warning("could not settle message", extra={"error": repr(exc)})
+            logger.warning("could not settle message", extra={"error": str(exc)})
+        except Exception:
+            logger.exception("could not settle message", extra={"message_id": delivery.message_id})

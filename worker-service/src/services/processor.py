@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from common.messages import TaskMessage
-from common.tasks import ClaimResult, TaskRepository
+from common.ports import TaskRepository
+from common.tasks import ClaimResult
 from models.outcomes import Outcome, ProcessResult
 from services.work import Work
 

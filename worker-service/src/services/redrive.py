@@ -5,13 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-
-from common.broker import task_amqp_message
 from common.errors import InvalidTaskMessage
 from common.messages import decode_task_message
-from common.tasks import TaskRepository, TaskStatus
-from common.topology import Topology
+from common.ports import DeadLetters, Delivery, TaskPublisher, TaskRepository
+from common.tasks import TaskStatus
 
 logger = logging.getLogger(__name__)
 
@@ -24,29 +21,24 @@ class RedriveReport:
 
 
 async def redrive_dead_letters(
-    *, channel: AbstractChannel, repository: TaskRepository, topology: Topology, limit: int
+    *, letters: DeadLetters, publisher: TaskPublisher, repository: TaskRepository, limit: int
 ) -> RedriveReport:
     """Take up to `limit` messages from the dead-letter queue. Messages kept are held
-    unacked until the end, so each is seen once; closing the channel puts them back."""
+    unsettled until the end, so each is seen once; closing the reader puts them back."""
     report = RedriveReport()
-    dlq = await channel.get_queue(topology.dead_letter_queue, ensure=False)
     for _ in range(limit):
-        message = await dlq.get(fail=False, no_ack=False)
-        if message is None:
+        letter = await letters.take()
+        if letter is None:
             break
-        await _redrive_one(message, channel, repository, topology, report)
+        await _redrive_one(letter, publisher, repository, report)
     return report
 
 
 async def _redrive_one(
-    message: AbstractIncomingMessage,
-    channel: AbstractChannel,
-    repository: TaskRepository,
-    topology: Topology,
-    report: RedriveReport,
+    letter: Delivery, publisher: TaskPublisher, repository: TaskRepository, report: RedriveReport
 ) -> None:
     try:
-        task = decode_task_message(message.body)
+        task = decode_task_message(letter.body)
     except InvalidTaskMessage:
         report.kept += 1
         return
@@ -55,14 +47,12 @@ async def _redrive_one(
         report.kept += 1
         return
     if record.status is TaskStatus.COMPLETED:
-        await message.ack()
+        await letter.ack()
         report.dropped += 1
         return
     if record.status is TaskStatus.FAILED:
         await repository.reset_failed(task.task_id)
-    await channel.default_exchange.publish(
-        task_amqp_message(task), routing_key=topology.work_queue, mandatory=True
-    )
-    await message.ack()
+    await publisher.publish(task)
+    await letter.ack()
     report.moved += 1
     logger.info("task re-driven", extra={"task_id": task.task_id, "was": record.status.value})

@@ -2,24 +2,32 @@
 
 Creating, reading, claiming and completing tasks are what every request and every delivery
 does; here concurrent callers share one statement instead of each taking a connection and a
-round trip. The outbox mark is written in the background: nobody waits for it, and a lost
-mark only means the dispatcher sends a duplicate that the worker's claim turns away.
+round trip. Each caller still waits at most DATABASE_TIMEOUT_SECONDS, however long the batch
+ahead of its own takes. The outbox mark is written in the background: nobody waits for it,
+and a lost mark only means the dispatcher sends a duplicate that the worker's claim turns away.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from itertools import groupby
+from typing import TypeVar
 
 from common.batching import BackgroundBatcher, Batcher
-from common.database import MySQLTaskRepository
-from common.errors import DatabaseRefused
-from common.tasks import Claim, ClaimRequest, NewTask, PublishOne, TaskRecord
+from common.errors import DatabaseRefused, DatabaseUnavailable
+from common.mysql.repository import ClaimRequest, MySQLTaskRepository
+from common.ports import PublishOne
+from common.tasks import Claim, NewTask, TaskRecord
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 class GroupedTaskRepository:
-    def __init__(self, inner: MySQLTaskRepository, *, max_batch: int = 500) -> None:
+    def __init__(self, inner: MySQLTaskRepository, *, timeout: float, max_batch: int = 500) -> None:
         self.inner = inner
+        self._timeout = timeout
         # A row the database refuses (it passed validation, so a gap in it) fails its own
         # request only, not the others that shared its INSERT.
         self._creates = Batcher(inner.create_many, max_batch=max_batch, split_on=(DatabaseRefused,))
@@ -31,6 +39,13 @@ class GroupedTaskRepository:
         self._marks = BackgroundBatcher(
             inner.mark_dispatched, max_batch=max_batch, name="dispatch marks", linger_seconds=0.05
         )
+
+    async def _submit(self, batcher: Batcher[Item, Result], item: Item) -> Result:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await batcher.submit(item)
+        except TimeoutError:
+            raise DatabaseUnavailable(f"MySQL did not answer within {self._timeout:g} s") from None
 
     async def _claim_batch(self, batch: list[tuple[ClaimRequest, float]]) -> list[Claim]:
         # One statement per lease length; a worker uses one, so in practice one statement.
@@ -47,10 +62,10 @@ class GroupedTaskRepository:
         return [results[index] for index in range(len(batch))]
 
     async def create(self, task: NewTask) -> TaskRecord:
-        return await self._creates.submit(task)
+        return await self._submit(self._creates, task)
 
     async def get(self, task_id: str) -> TaskRecord | None:
-        return await self._reads.submit(task_id)
+        return await self._submit(self._reads, task_id)
 
     async def mark_dispatched(self, task_ids: Sequence[str]) -> None:
         for task_id in task_ids:
@@ -67,10 +82,10 @@ class GroupedTaskRepository:
         )
 
     async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:
-        return await self._claims.submit((ClaimRequest(task_id, steal), lease_seconds))
+        return await self._submit(self._claims, (ClaimRequest(task_id, steal), lease_seconds))
 
     async def complete(self, task_id: str) -> bool:
-        return await self._completions.submit(task_id)
+        return await self._submit(self._completions, task_id)
 
     async def release_for_retry(self, task_id: str, error: str) -> bool:
         return await self.inner.release_for_retry(task_id, error)

@@ -1,6 +1,7 @@
-"""`python -m common.schema`: create the database in DATABASE_URL if missing and load db/init.sql.
+"""`python -m common.mysql.schema` (`make db`): create the database in DATABASE_URL if missing
+and load db/init.sql.
 
-Also used by the tests to make and drop scratch databases.
+Also used by the tests to make and drop scratch databases, and to look into them.
 """
 
 from __future__ import annotations
@@ -8,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncmy
 
 from common.errors import ConfigurationError
 from common.settings import DatabaseAddress, load_settings
 
-INIT_SQL = Path(__file__).resolve().parents[1] / "db" / "init.sql"
+INIT_SQL = Path(__file__).resolve().parents[2] / "db" / "init.sql"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
@@ -25,7 +29,9 @@ def split_statements(script: str) -> list[str]:
     return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
 
 
-async def _execute(address: DatabaseAddress, statements: list[str], *, database: bool) -> None:
+@asynccontextmanager
+async def one_connection(address: DatabaseAddress, *, database: bool = True) -> AsyncIterator[Any]:
+    """A cursor on a connection of its own (no pool), inside the database or not."""
     connection = await asyncmy.connect(
         host=address.host,
         port=address.port,
@@ -37,10 +43,15 @@ async def _execute(address: DatabaseAddress, statements: list[str], *, database:
     )
     try:
         async with connection.cursor() as cursor:
-            for statement in statements:
-                await cursor.execute(statement)
+            yield cursor
     finally:
         await connection.ensure_closed()
+
+
+async def _execute(address: DatabaseAddress, statements: list[str], *, database: bool) -> None:
+    async with one_connection(address, database=database) as cursor:
+        for statement in statements:
+            await cursor.execute(statement)
 
 
 def _quoted(name: str) -> str:

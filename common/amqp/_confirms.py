@@ -9,13 +9,16 @@ the messages with the channel's delivery tags, registers a confirmation future f
 way) and puts all their frames on the write queue as one payload.
 
 This reads aiormq's channel internals (`delivery_tag`, `confirmations`,
-`message_id_delivery_tag`, `write_queue`), which is why aiormq is pinned; the tests in
-tests/test_confirms.py run it against the real broker, returns and a closing channel included.
+`message_id_delivery_tag`, `write_queue`), which is why aiormq is pinned and why this module
+refuses, at import, a version it was not written for; the tests in tests/test_confirms.py run
+it against the real broker, returns and a closing channel included, and are the gate for any
+upgrade. Private to common.amqp.publisher.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,19 +30,39 @@ from pamqp import commands as spec
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
+# The aiormq releases whose channel internals this module was written against and tested with.
+WRITTEN_FOR_AIORMQ = ("7.2.",)
+
+
+def check_aiormq_version(installed: str) -> None:
+    """ImportError unless `installed` is a release this module was written for."""
+    if not installed.startswith(WRITTEN_FOR_AIORMQ):
+        raise ImportError(
+            f"common.amqp._confirms reads the internals of aiormq {' or '.join(WRITTEN_FOR_AIORMQ)}x"
+            f" and aiormq {installed} is installed. Install the pinned versions (make install), or"
+            " to upgrade aiormq: run tests/test_confirms.py against a real RabbitMQ, fix what"
+            " fails, then add the version to WRITTEN_FOR_AIORMQ."
+        )
+
+
+check_aiormq_version(importlib.metadata.version("aiormq"))
+
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     body: bytes
     properties: spec.Basic.Properties  # message_id must be set: returns are matched by it
+    exchange: str
+    routing_key: str
 
 
 async def publish_batch(
-    channel: AbstractChannel, messages: Sequence[Outgoing], *, exchange: str, routing_key: str
+    channel: AbstractChannel, messages: Sequence[Outgoing]
 ) -> list[asyncio.Future[object]]:
-    """Send `messages` (mandatory) and return one confirmation future per message: an Ack
-    frame, or DeliveryError (nack), PublishError (returned: unroutable), or the channel's
-    closing error. Raises ChannelInvalidStateError if the channel cannot confirm."""
+    """Send `messages` (mandatory, each to its exchange and routing key) and return one
+    confirmation future per message: an Ack frame, or DeliveryError (nack), PublishError
+    (returned: unroutable), or the channel's closing error. Raises ChannelInvalidStateError
+    if the channel cannot confirm."""
     if not isinstance(channel, Channel) or not channel.publisher_confirms:
         raise ChannelInvalidStateError("publish_batch needs an aiormq channel with confirms")
     if any(not message.properties.message_id for message in messages):
@@ -47,7 +70,9 @@ async def publish_batch(
     frames: list[Any] = []
     for message in messages:
         frames += [
-            spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True),
+            spec.Basic.Publish(
+                exchange=message.exchange, routing_key=message.routing_key, mandatory=True
+            ),
             ContentHeader(properties=message.properties, body_size=len(message.body)),
             *_bodies(message.body, channel.max_content_size),
         ]

@@ -1,7 +1,8 @@
-"""MySQL access with asyncmy: the connection pool and the tasks repository.
+"""The tasks table: every statement the TaskRepository port needs, in MySQL.
 
-No ORM: each operation is one or two statements. Driver errors that mean "the database is
-not answering" become DatabaseUnavailable; anything else is a bug and propagates as it is.
+No ORM: each operation is one or two statements. Statements that many callers make at once
+(create, read, claim, complete) come in batch forms (`*_many`) that `GroupedTaskRepository`
+shares between concurrent callers.
 """
 
 from __future__ import annotations
@@ -9,91 +10,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncmy
 import orjson
-from asyncmy.errors import DataError, IntegrityError, InterfaceError, OperationalError
 
-from common.errors import DatabaseRefused, DatabaseUnavailable
-from common.settings import DatabaseAddress, Settings
-from common.tasks import (
-    FINAL_STATUSES,
-    Claim,
-    ClaimRequest,
-    ClaimResult,
-    NewTask,
-    PublishOne,
-    TaskRecord,
-    TaskStatus,
-)
+from common.errors import DatabaseUnavailable
+from common.mysql.connection import Database
+from common.mysql.errors import is_deadlock
+from common.ports import PublishOne
+from common.tasks import FINAL_STATUSES, Claim, ClaimResult, NewTask, TaskRecord, TaskStatus
 
 logger = logging.getLogger(__name__)
 
-_UNAVAILABLE = (OperationalError, InterfaceError, OSError, TimeoutError)
-_REFUSED = (DataError, IntegrityError)  # the server answered "no" to the data itself
-# Server errors that mean "not now" (too many connections, shutting down, lock wait timeout,
-# deadlock, connection killed, idle disconnect); client errors (2000-2999) are all of that kind.
-_TRANSIENT_SERVER_ERRORS = frozenset({1040, 1053, 1205, 1213, 1927, 4031})
-
-
-def _unavailable(exc: BaseException) -> DatabaseUnavailable:
-    """Every operational failure is "unavailable": retried later, never blamed on a task. One
-    that is not about the connection (an unknown column, access denied, a constraint) is a
-    refusal, a failure of the deployment: logged as an error so that someone fixes it."""
-    answered = isinstance(exc, OperationalError | DataError | IntegrityError) and exc.args
-    code = exc.args[0] if answered else None
-    if isinstance(code, int) and not 2000 <= code < 3000 and code not in _TRANSIENT_SERVER_ERRORS:
-        logger.error("database refused the statement", extra={"code": code, "error": str(exc)})
-        return DatabaseRefused(f"MySQL: {exc!r}")
-    return DatabaseUnavailable(f"MySQL: {exc!r}")
-
-
-_DEADLOCK = 1213
 _DEADLOCK_ATTEMPTS = 3
 
 
-def _is_deadlock(exc: DatabaseUnavailable) -> bool:
-    cause = exc.__cause__
-    return isinstance(cause, OperationalError) and bool(cause.args) and cause.args[0] == _DEADLOCK
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    task_id: str
+    steal: bool = False
 
 
 _COLUMNS = (
     "id, title, description, status, metadata, attempts, last_error,"
     " created_at, updated_at, completed_at"
 )
-
-
-async def create_pool(settings: Settings) -> Any:
-    """Open the pool; raises DatabaseUnavailable when the server cannot be reached."""
-    address: DatabaseAddress = settings.database
-    try:
-        return await asyncio.wait_for(
-            asyncmy.create_pool(
-                host=address.host,
-                port=address.port,
-                user=address.user,
-                password=address.password,
-                db=address.database,
-                minsize=0,
-                maxsize=settings.database_pool_size,
-                autocommit=True,
-                charset="utf8mb4",
-                pool_recycle=300,
-                init_command="SET time_zone = '+00:00'",
-            ),
-            timeout=settings.database_timeout_seconds,
-        )
-    except _UNAVAILABLE as exc:
-        raise _unavailable(exc) from exc
-
-
-async def close_pool(pool: Any) -> None:
-    pool.close()
-    await pool.wait_closed()
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -145,31 +89,21 @@ def _claims_of_one(requests: Sequence[ClaimRequest], *, attempts: int) -> list[C
 
 
 class MySQLTaskRepository:
-    """The TaskRepository port on a shared asyncmy pool."""
+    """The TaskRepository port on the process's Database."""
 
-    def __init__(self, pool: Any, *, timeout: float) -> None:
-        self._pool = pool
-        self._timeout = timeout
-
-    @asynccontextmanager
-    async def _cursor(self) -> AsyncIterator[Any]:
-        try:
-            async with asyncio.timeout(self._timeout):
-                async with self._pool.acquire() as connection, connection.cursor() as cursor:
-                    yield cursor
-        except (*_UNAVAILABLE, *_REFUSED) as exc:
-            raise _unavailable(exc) from exc
+    def __init__(self, database: Database) -> None:
+        self._database = database
 
     async def _execute(self, sql: str, args: Sequence[object]) -> int:
         """One autocommit statement; the rows it changed. A statement chosen as a deadlock
         victim was rolled back whole, so it is run again (up to three times in all)."""
         for attempt in range(_DEADLOCK_ATTEMPTS):
             try:
-                async with self._cursor() as cursor:
+                async with self._database.cursor() as cursor:
                     await cursor.execute(sql, args)
                     return int(cursor.rowcount)
             except DatabaseUnavailable as exc:
-                if not _is_deadlock(exc) or attempt == _DEADLOCK_ATTEMPTS - 1:
+                if not is_deadlock(exc) or attempt == _DEADLOCK_ATTEMPTS - 1:
                     raise
                 logger.info("statement retried after a deadlock", extra={"attempt": attempt + 1})
         raise AssertionError("unreachable")
@@ -202,7 +136,7 @@ class MySQLTaskRepository:
     async def get_many(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
         """The tasks in one SELECT, in the order asked (None where there is no such task)."""
         ids = sorted(set(task_ids))
-        async with self._cursor() as cursor:
+        async with self._database.cursor() as cursor:
             await cursor.execute(
                 f"SELECT {_COLUMNS} FROM tasks WHERE id IN ({_in_clause(len(ids))})", ids
             )
@@ -222,38 +156,30 @@ class MySQLTaskRepository:
     async def dispatch_undispatched(
         self, *, publish: PublishOne, limit: int, min_age_seconds: float
     ) -> int:
-        async with self._cursor() as cursor:
-            connection = cursor.connection
-            # READ COMMITTED for this transaction: under REPEATABLE READ its range scan
-            # would also lock the gap where new tasks are inserted, holding up every insert
-            # (and deadlocking some) while the messages are being published.
-            await cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            await connection.begin()
-            try:
-                # SKIP LOCKED: several API replicas dispatch side by side without sending
-                # the same rows twice or waiting on each other.
-                await cursor.execute(
-                    f"SELECT {_COLUMNS} FROM tasks WHERE dispatched_at IS NULL"
-                    " AND status = 'PENDING'"
-                    " AND updated_at < UTC_TIMESTAMP(6) - INTERVAL %s MICROSECOND"
-                    " ORDER BY updated_at LIMIT %s FOR UPDATE SKIP LOCKED",
-                    (int(min_age_seconds * 1_000_000), limit),
+        # READ COMMITTED for this transaction: under REPEATABLE READ its range scan would also
+        # lock the gap where new tasks are inserted, holding up every insert (and deadlocking
+        # some) while the messages are being published.
+        async with self._database.transaction(isolation="READ COMMITTED") as transaction:
+            # SKIP LOCKED: several API replicas dispatch side by side without sending the
+            # same rows twice or waiting on each other.
+            await transaction.execute(
+                f"SELECT {_COLUMNS} FROM tasks WHERE dispatched_at IS NULL"
+                " AND status = 'PENDING'"
+                " AND updated_at < UTC_TIMESTAMP(6) - INTERVAL %s MICROSECOND"
+                " ORDER BY updated_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                (int(min_age_seconds * 1_000_000), limit),
+            )
+            records = [_record(row) for row in await transaction.fetchall()]
+            # All at once: the publisher writes them together and each waits for its own
+            # confirm, so a pass after an outage takes one round trip, not one per task.
+            published = await asyncio.gather(*(publish(record) for record in records))
+            confirmed = [r.task_id for r, ok in zip(records, published, strict=True) if ok]
+            if confirmed:
+                await transaction.execute(
+                    "UPDATE tasks SET dispatched_at = UTC_TIMESTAMP(6)"
+                    f" WHERE id IN ({_in_clause(len(confirmed))})",
+                    confirmed,
                 )
-                records = [_record(row) for row in await cursor.fetchall()]
-                # All at once: the publisher writes them together and each waits for its own
-                # confirm, so a pass after an outage takes one round trip, not one per task.
-                published = await asyncio.gather(*(publish(record) for record in records))
-                confirmed = [r.task_id for r, ok in zip(records, published, strict=True) if ok]
-                if confirmed:
-                    await cursor.execute(
-                        "UPDATE tasks SET dispatched_at = UTC_TIMESTAMP(6)"
-                        f" WHERE id IN ({_in_clause(len(confirmed))})",
-                        confirmed,
-                    )
-                await connection.commit()
-            except BaseException:
-                await connection.rollback()
-                raise
         return len(confirmed)
 
     async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:
@@ -272,7 +198,7 @@ class MySQLTaskRepository:
         ids = sorted({request.task_id for request in requests})
         stealing = sorted({r.task_id for r in requests if r.steal}) or [""]
         token = uuid.uuid4().hex
-        async with self._cursor() as cursor:
+        async with self._database.cursor() as cursor:
             # LAST_INSERT_ID(expr) hands the new attempt count back in the OK packet: for a
             # batch of one task (the usual case below saturation) no read-back is needed.
             await cursor.execute(
@@ -309,7 +235,7 @@ class MySQLTaskRepository:
         first time it is named, if named twice)."""
         ids = sorted(set(task_ids))
         token = uuid.uuid4().hex
-        async with self._cursor() as cursor:
+        async with self._database.cursor() as cursor:
             await cursor.execute(
                 "UPDATE tasks SET status = 'COMPLETED', completed_at = UTC_TIMESTAMP(6),"
                 " lease_expires_at = NULL, claim_token = %s"
@@ -359,6 +285,6 @@ class MySQLTaskRepository:
         return await self.get(task_id) if changed else None
 
     async def ping(self) -> None:
-        async with self._cursor() as cursor:
+        async with self._database.cursor() as cursor:
             await cursor.execute("SELECT 1")
             await cursor.fetchone()

@@ -1,4 +1,4 @@
-"""The RabbitMQ objects both services declare, and their arguments (all from settings).
+"""The RabbitMQ objects both services declare, their names and arguments (all from settings).
 
     work queue  TASK_QUEUE ──reject / delivery limit──▶ TASK_QUEUE.dlx ──▶ TASK_QUEUE.dlq
         ▲

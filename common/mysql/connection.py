@@ -1,0 +1,127 @@
+"""The pool of MySQL connections a process shares, and the boundary around every use of it.
+
+Whatever goes wrong inside `cursor()` or `transaction()` leaves as DatabaseUnavailable (or
+DatabaseRefused), within DATABASE_TIMEOUT_SECONDS: a server that never answers a byte, or
+answers too slowly, is a timeout like any other. A connection that failed or was abandoned
+mid-statement is closed, never handed to the next caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import asyncmy
+
+from common.errors import DatabaseUnavailable
+from common.mysql.errors import translated
+from common.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class Database:
+    """Made before the event loop runs; `start()` opens the pool, which connects only when a
+    caller needs a connection, so the server may be down at start."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.timeout = settings.database_timeout_seconds
+        self._pool: Any = None
+
+    async def start(self) -> None:
+        address = self._settings.database
+        with translated(timeout=self.timeout):
+            async with asyncio.timeout(self.timeout):
+                self._pool = await asyncmy.create_pool(
+                    host=address.host,
+                    port=address.port,
+                    user=address.user,
+                    password=address.password,
+                    db=address.database,
+                    minsize=0,
+                    maxsize=self._settings.database_pool_size,
+                    autocommit=True,
+                    charset="utf8mb4",
+                    pool_recycle=300,
+                    connect_timeout=self.timeout,
+                    init_command="SET time_zone = '+00:00'",
+                )
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        pool.close()
+        # Closing says goodbye on each idle connection; a server that does not answer must
+        # not hold up the process's exit.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.timeout):
+                await pool.wait_closed()
+
+    @contextlib.asynccontextmanager
+    async def cursor(self) -> AsyncIterator[Any]:
+        """A cursor for one operation: taking a connection and running its statements all
+        happen within DATABASE_TIMEOUT_SECONDS."""
+        with translated(timeout=self.timeout):
+            async with (
+                asyncio.timeout(self.timeout),
+                self._connection() as connection,
+                connection.cursor() as cursor,
+            ):
+                yield cursor
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, *, isolation: str | None = None) -> AsyncIterator[Transaction]:
+        """One transaction, committed when the block ends without an error (an error closes
+        the connection, and the server rolls back). Taking the connection and each statement
+        get DATABASE_TIMEOUT_SECONDS of their own, so the block may wait on something else in
+        between: the dispatcher publishes inside one."""
+        with translated(timeout=self.timeout):
+            async with (
+                self._connection(acquire_within=self.timeout) as connection,
+                connection.cursor() as cursor,
+            ):
+                transaction = Transaction(cursor, timeout=self.timeout)
+                if isolation:
+                    await transaction.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+                await transaction.execute("BEGIN")
+                yield transaction
+                await transaction.execute("COMMIT")
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, *, acquire_within: float | None = None) -> AsyncIterator[Any]:
+        pool = self._pool
+        if pool is None:
+            raise DatabaseUnavailable("MySQL: not connected (Database.start was not called)")
+        async with asyncio.timeout(acquire_within):
+            connection = await pool.acquire()
+        try:
+            yield connection
+        except BaseException:
+            # Failed or abandoned mid-statement, it may still owe a reply: closed, the pool
+            # drops it instead of handing it to the next caller.
+            with contextlib.suppress(Exception):
+                connection.close()
+            raise
+        finally:
+            pool.release(connection)
+
+
+class Transaction:
+    def __init__(self, cursor: Any, *, timeout: float) -> None:
+        self._cursor = cursor
+        self._timeout = timeout
+
+    async def execute(self, sql: str, args: Sequence[object] | None = None) -> int:
+        """Run one statement within the timeout; the rows it changed."""
+        async with asyncio.timeout(self._timeout):
+            await self._cursor.execute(sql, args)
+        return int(self._cursor.rowcount)
+
+    async def fetchall(self) -> list[tuple[Any, ...]]:
+        async with asyncio.timeout(self._timeout):
+            return list(await self._cursor.fetchall())

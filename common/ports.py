@@ -1,0 +1,127 @@
+"""What the use cases need from the outside world, as `typing.Protocol`s.
+
+The real adapters are `common.mysql` and `common.amqp`; the fakes for unit tests are in
+`testkit.fakes`. Every method raises only our own errors (`common.errors`): an unavailable
+backend is `DatabaseUnavailable` or `BrokerUnavailable`, never a driver's exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from common.messages import TaskMessage
+from common.tasks import Claim, NewTask, TaskRecord
+
+PublishOne = Callable[[TaskRecord], Awaitable[bool]]
+
+
+class TaskRepository(Protocol):
+    """Storage for tasks. Every state change is one conditional UPDATE (common.tasks.TRANSITIONS)."""
+
+    async def create(self, task: NewTask) -> TaskRecord:
+        """Insert the task as PENDING and not yet dispatched, in one statement."""
+        ...
+
+    async def get(self, task_id: str) -> TaskRecord | None: ...
+
+    async def mark_dispatched(self, task_ids: Sequence[str]) -> None:
+        """The broker confirmed these tasks' messages: the dispatcher can leave them alone."""
+        ...
+
+    async def dispatch_undispatched(
+        self, *, publish: PublishOne, limit: int, min_age_seconds: float
+    ) -> int:
+        """Lock up to `limit` PENDING tasks never confirmed as dispatched (older than
+        `min_age_seconds`, skipping rows another dispatcher holds), call `publish` on each
+        (concurrently) and mark those it confirmed. Returns how many were dispatched."""
+        ...
+
+    async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:
+        """PENDING -> PROCESSING and one more attempt. A PROCESSING task is taken over when
+        its lease has expired, or at once when `steal` is set (the message was redelivered)."""
+        ...
+
+    async def complete(self, task_id: str) -> bool:
+        """PROCESSING -> COMPLETED with completed_at; False when it was not PROCESSING."""
+        ...
+
+    async def release_for_retry(self, task_id: str, error: str) -> bool:
+        """PROCESSING -> PENDING with last_error, after a failed attempt that will be retried."""
+        ...
+
+    async def fail(self, task_id: str, error: str) -> bool:
+        """PROCESSING -> FAILED with last_error, after the last attempt failed."""
+        ...
+
+    async def reset_failed(self, task_id: str) -> TaskRecord | None:
+        """FAILED -> PENDING with a fresh attempt budget, not yet dispatched (a re-drive).
+        None when the task is not FAILED."""
+        ...
+
+    async def ping(self) -> None: ...
+
+
+class TaskPublisher(Protocol):
+    """The one way a task message reaches the broker: the API's first publish, the outbox
+    dispatcher, the worker's retries and the re-drive all call `publish`."""
+
+    @property
+    def is_open(self) -> bool:
+        """Whether a broker connection is up; a publish while it is not fails at once."""
+        ...
+
+    async def publish(
+        self,
+        message: TaskMessage,
+        *,
+        attempts: int = 0,
+        lookups: int = 0,
+        delay_seconds: float = 0.0,
+    ) -> None:
+        """Queue `message` for a worker, after `delay_seconds` (a retry's backoff) or at once,
+        carrying how many attempts were made and how often its row was looked for in vain.
+        Returns once the broker confirmed it; raises BrokerUnavailable otherwise, within
+        PUBLISH_TIMEOUT_SECONDS."""
+        ...
+
+
+class Delivery(Protocol):
+    """One task message handed to a worker. Settling it raises only BrokerUnavailable (the
+    connection is gone: the broker will deliver the message again)."""
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def message_id(self) -> str | None: ...
+
+    @property
+    def redelivered(self) -> bool:
+        """The broker delivered it before, to a consumer that did not settle it."""
+        ...
+
+    @property
+    def attempts(self) -> int:
+        """Attempts already made, as the publisher recorded them."""
+        ...
+
+    @property
+    def lookups(self) -> int:
+        """Times a worker looked for the task's row and did not find it."""
+        ...
+
+    async def ack(self) -> None: ...
+
+    async def requeue(self) -> None: ...
+
+    async def dead_letter(self) -> None: ...
+
+
+class DeadLetters(Protocol):
+    """The dead-letter queue, read one message at a time. Messages neither acked nor
+    dead-lettered again go back to the queue when the reader is closed."""
+
+    async def take(self) -> Delivery | None:
+        """The next message, or None when the queue is empty."""
+        ...
