@@ -11,19 +11,49 @@ export PYTHONPATH := $(CURDIR)
 # win over the shell's. The tests never read it: they make their own database and vhost.
 LOAD_ENV := set -a; [ ! -f $(CURDIR)/.env ] || . $(CURDIR)/.env; set +a;
 
-.PHONY: help install api worker run redrive chaos chaos-short openapi db smoke test test-unit test-integration lint format clean bench bench-smoke
+.PHONY: help install lock api worker run redrive chaos chaos-short openapi db smoke test test-unit test-integration lint format clean bench bench-smoke
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed ## Create .venv with both services' requirements and the dev tools
 
-$(VENV)/.installed: api-service/requirements.txt worker-service/requirements.txt requirements-dev.txt requirements-test.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r api-service/requirements.txt \
-		-r worker-service/requirements.txt -r requirements-dev.txt
+# The lock files, made from the *.in files beside them by `make lock`: every package pinned, with
+# its hashes. The dev lock is all of .venv; the others pin a part of it, at the same versions.
+DEV_LOCK := requirements-dev.txt
+PART_LOCKS := api-service/requirements.txt worker-service/requirements.txt requirements-test.txt
+# `make lock` makes the versions agree; this catches a lock edited by hand, before .venv tests
+# other versions than an image would run.
+CHECK_LOCKS := pins() { grep -oE '^[a-z0-9._-]+==[^ ;]+' "$$1" | sort; }; \
+	for lock in $(PART_LOCKS); do \
+		other=$$(comm -23 <(pins $$lock) <(pins $(DEV_LOCK))); \
+		[ -z "$$other" ] || { echo "$$lock pins what $(DEV_LOCK) does not: $$other" >&2; exit 1; }; \
+	done
+
+# --clear, so that a package dropped from the lock leaves .venv too. The dev lock pins pip itself.
+$(VENV)/.installed: $(DEV_LOCK) $(PART_LOCKS)
+	@$(CHECK_LOCKS)
+	$(PYTHON) -m venv --clear $(VENV)
+	$(PY) -m pip install --quiet --require-hashes -r $(DEV_LOCK)
 	touch $@
+
+# One universal resolution for Python 3.11 and newer (3.11 here, python:3.12-slim in the images).
+# The dev lock is solved from every *.in; the others take its versions as constraints. uv keeps
+# the versions a lock already has; to move a transitive package on:
+#   make lock ARGS='--upgrade-package NAME'   (ARGS=--upgrade: all of them)
+UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes $(ARGS)
+
+# uv rewrites a lock even when nothing in it changed; then .venv still matches, so the stamp is
+# renewed and the next command does not reinstall.
+lock: install ## Regenerate the lock files from the *.in files
+	@sha256sum $(DEV_LOCK) $(PART_LOCKS) > $(VENV)/.locks.sha256
+	$(UV_COMPILE) api-service/requirements.in worker-service/requirements.in requirements-dev.in \
+		-o $(DEV_LOCK)
+	$(UV_COMPILE) api-service/requirements.in -c $(DEV_LOCK) -o api-service/requirements.txt
+	$(UV_COMPILE) worker-service/requirements.in -c $(DEV_LOCK) -o worker-service/requirements.txt
+	$(UV_COMPILE) requirements-test.in -c $(DEV_LOCK) -o requirements-test.txt
+	@$(CHECK_LOCKS)
+	@! sha256sum --status -c $(VENV)/.locks.sha256 || touch $(VENV)/.installed
 
 api: install ## Run the API in the foreground (configured by environment variables)
 	$(LOAD_ENV) cd api-service/src && exec $(PY) main.py
