@@ -85,6 +85,10 @@ class TaskPublisher(Protocol):
         PUBLISH_TIMEOUT_SECONDS."""
         ...
 
+    async def ping(self) -> None:
+        """Raises BrokerUnavailable unless the broker answers, within PUBLISH_TIMEOUT_SECONDS."""
+        ...
+
 
 class Delivery(Protocol):
     """One task message handed to a worker. Settling it raises only BrokerUnavailable (the

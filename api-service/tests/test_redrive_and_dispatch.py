@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from datetime import timedelta
@@ -11,8 +12,9 @@ import pytest
 from test_submit import assert_problem
 
 from common.tasks import NewTask, TaskStatus
-from services.dispatcher import dispatch_pending
+from services.dispatcher import dispatch_pending, run_dispatcher
 from testkit.fakes import InMemoryTaskRepository, RecordingPublisher
+from testkit.polling import wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -105,3 +107,38 @@ async def test_dispatcher_leaves_everything_marked_undispatched_while_the_broker
 
     assert sent == 0
     assert repository.dispatched.isdisjoint(ids)
+
+
+class Unforeseen(Exception):
+    """What no handler anywhere names."""
+
+
+async def test_the_dispatcher_outlives_any_failure_of_a_pass_and_stops_on_cancel(
+    repository: InMemoryTaskRepository,
+    publisher: RecordingPublisher,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    task_id = await backdated_task(repository, 10)
+    repository.failure = Unforeseen("a bug in a pass")
+    loop = asyncio.create_task(
+        run_dispatcher(
+            repository=repository,
+            publisher=publisher,
+            interval_seconds=0.01,
+            min_age_seconds=2,
+            batch_size=10,
+        )
+    )
+
+    async def failed_unexpectedly() -> bool:
+        return any(r.getMessage() == "loop pass failed unexpectedly" for r in caplog.records)
+
+    async def published() -> bool:
+        return task_id in [m.task_id for m in publisher.published]
+
+    await wait_until(failed_unexpectedly, timeout=5, what="the failed pass")
+    repository.failure = None
+    await wait_until(published, timeout=5, what="a later pass to publish")
+    loop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await loop

@@ -11,6 +11,8 @@ to instead of waited on, and until then publishes fail at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aio_pika.abc import AbstractChannel
@@ -59,15 +61,30 @@ class AmqpTaskPublisher:
         outgoing = self.outgoing(
             message, attempts=attempts, lookups=lookups, delay_seconds=delay_seconds
         )
+        async with self._answered("publish"):
+            confirmation = await self._sends.submit(outgoing)
+            await confirmation
+
+    async def ping(self) -> None:
+        """A passive declare of the retry exchange: one round trip on the publishing channel."""
+        channel = self._channel
+        if channel is None or not self.is_open:
+            raise BrokerUnavailable("RabbitMQ: not connected")
+        async with self._answered("ping"):
+            await channel.get_exchange(self._topology.retry_exchange, ensure=True)
+
+    @contextlib.asynccontextmanager
+    async def _answered(self, what: str) -> AsyncIterator[None]:
+        """The block within PUBLISH_TIMEOUT_SECONDS, or BrokerUnavailable; no answer in time
+        also drops the session, so that publishes fail at once until a new one is up."""
         session = self._session
-        with translated("publish", timeout=self._timeout):
+        with translated(what, timeout=self._timeout):
             try:
                 async with asyncio.timeout(self._timeout):
-                    confirmation = await self._sends.submit(outgoing)
-                    await confirmation
+                    yield
             except TimeoutError:
                 if session is not None:
-                    session.drop(f"a publish was not confirmed within {self._timeout:g} s")
+                    session.drop(f"no answer to a {what} within {self._timeout:g} s")
                 raise
 
     def outgoing(

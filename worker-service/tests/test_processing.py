@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 
@@ -331,3 +332,40 @@ async def test_failure_rate_one_always_fails_and_zero_never() -> None:
         await simulated_work(0, 0, failure_rate=1.0)(message)
     for _ in range(50):
         await simulated_work(0, 0, failure_rate=0.0)(message)
+
+
+class Unforeseen(Exception):
+    """What no handler anywhere names."""
+
+
+@pytest.mark.parametrize("where", ["work", "settle"])
+async def test_the_consumer_outlives_any_exception_and_takes_the_next_delivery(
+    consumer: TaskConsumer,
+    repository: InMemoryTaskRepository,
+    work: RecordingWork,
+    where: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Breaking(FakeDelivery):
+        async def ack(self) -> None:
+            raise Unforeseen("settling broke")
+
+        async def requeue(self) -> None:
+            raise Unforeseen("settling broke")
+
+    message, following = await pending_task(repository), await pending_task(repository)
+    if where == "work":
+        repository.failure = Unforeseen("a bug")
+        await consumer.on_delivery(FakeDelivery(message.encode()))
+        repository.failure = None
+    else:
+        await consumer.on_delivery(Breaking(message.encode()))
+    next_delivery = FakeDelivery(following.encode())
+    await consumer.on_delivery(next_delivery)
+
+    assert next_delivery.settled == ACK
+    assert repository.rows[following.task_id].status is TaskStatus.COMPLETED
+    assert consumer.in_flight == 0
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors
+    assert all(r.exc_info is not None for r in errors)
