@@ -170,3 +170,7 @@ class RecordingPublisher:
         if self.fail:
             raise BrokerUnavailable("broker is down (fake)")
         self.sent.append(Published(message, attempts, lookups, delay_seconds))
+
+    async def ping(self) -> None:
+        if self.fail or not self.is_open:
+            raise BrokerUnavailable("broker is down (fake)")
