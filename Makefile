@@ -70,7 +70,7 @@ redrive: install ## Move dead-lettered task messages back to the work queue
 chaos: install ## Fault-injection run, N=2,000 (ARGS=--write-docs puts the table in docs/reliability.md)
 	$(PY) -m chaos $(ARGS)
 
-chaos-short: install ## The same with N=200 (runs in make test too)
+chaos-short: install ## The same with N=200 (CI runs it)
 	$(PY) -m chaos --short $(ARGS)
 
 openapi: install ## Write the API's OpenAPI document to docs/openapi.json
@@ -79,10 +79,9 @@ openapi: install ## Write the API's OpenAPI document to docs/openapi.json
 db: install ## Create the database in DATABASE_URL if missing and load db/init.sql
 	$(LOAD_ENV) $(PY) -m common.mysql.schema
 
-test: install ## All unit and integration tests (a scratch database and vhost of their own)
+test: install ## Unit, integration and end-to-end tests (a scratch database and vhost of their own)
 	cd api-service && $(PY) -m pytest
 	cd worker-service && $(PY) -m pytest
-	$(PY) -m bench --smoke
 	$(PY) -m pytest
 
 smoke: install ## Both services run as their Dockerfiles' CMDs run them, one task to COMPLETED
@@ -112,5 +111,5 @@ clean: ## Remove .venv and caches
 bench: install ## Benchmark the services against their targets (~6 min); writes docs/benchmarks.md
 	$(PY) -m bench
 
-bench-smoke: install ## The benchmark suite's code path, a few seconds per measurement
+bench-smoke: install ## The benchmark suite's code path, a few seconds per measurement (CI runs it)
 	$(PY) -m bench --smoke

@@ -1,5 +1,5 @@
 """`python -m chaos [--tasks N] [--short] [--write-docs]`: run, print the table, exit 1 on a
-lost, stuck or twice-completed task."""
+lost, stuck or twice-completed task, a 500, or an answer later than its timeouts allow."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="chaos-"))
     verdict = asyncio.run(run_chaos(plan, logs))
     table = verdict.table()
-    sys.stdout.write(f"{table}\n\nlogs: {logs}\n{'PASS' if verdict.ok else 'FAIL'}\n")
+    problems = "".join(f"  {problem}\n" for problem in verdict.problems())
+    outcome = "PASS" if verdict.ok else f"FAIL\n{problems}"
+    sys.stdout.write(f"{table}\n\nlogs: {logs}\n{outcome}\n")
     if args.write_docs:
         _write_docs(plan, table)
     sys.exit(0 if verdict.ok else 1)

@@ -63,14 +63,43 @@ class Verdict:
     client_refusals: int
     publishes_deferred: int
     published_by_dispatcher: int
+    answers: Counter[str]  # "POST 202": how many, ...
+    late_answers: int
+    hung_requests: int
+    faults: int
+    submitted: int
+    answer_bound: float  # seconds: both timeouts and a margin
+
+    @property
+    def answers_500(self) -> int:
+        return sum(n for key, n in self.answers.items() if key.endswith(" 500"))
+
+    def problems(self) -> list[str]:
+        """What went wrong; empty when the run kept every promise."""
+        checks = {
+            "lost": self.lost,
+            "stuck": self.stuck,
+            "duplicate completions": self.duplicate_completions,
+            "FAILED without cause": self.unexplained_failures,
+            "answers 500": self.answers_500,
+            "answers later than the bound": self.late_answers,
+            "requests with no answer": self.hung_requests,
+        }
+        found = [f"{name}: {count}" for name, count in checks.items() if count]
+        if self.accepted != self.submitted:
+            found.append(f"accepted {self.accepted} of {self.submitted}")
+        if self.completed + self.failed != self.rows:
+            found.append("rows neither COMPLETED nor FAILED")
+        if not (self.worker_kills and self.retries and self.faults):
+            found.append("the run did not exercise kills, retries and faults")
+        return found
 
     @property
     def ok(self) -> bool:
-        return not (
-            self.lost or self.stuck or self.duplicate_completions or self.unexplained_failures
-        )
+        return not self.problems()
 
     def table(self) -> str:
+        answered = ", ".join(f"{key}: {n}" for key, n in sorted(self.answers.items()))
         rows = [
             ("accepted (202)", self.accepted),
             ("orphans (committed, never published)", self.orphans),
@@ -86,6 +115,11 @@ class Verdict:
             ("dead-lettered", self.dead_lettered),
             ("worker SIGKILLs", self.worker_kills),
             ("client retries (503 or API down)", self.client_refusals),
+            ("faults (every shape, both backends)", self.faults),
+            ("answers (request and status)", answered),
+            ("answers 500", self.answers_500),
+            (f"answers later than {self.answer_bound:g} s", self.late_answers),
+            ("requests with no answer in 30 s", self.hung_requests),
             ("202s whose publish was deferred", self.publishes_deferred),
             ("published by the outbox dispatcher", self.published_by_dispatcher),
             ("time to drain (s)", f"{self.drain_seconds:.1f}"),

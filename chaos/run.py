@@ -1,5 +1,6 @@
 """The chaos run: real API and workers, real MySQL/MariaDB and RabbitMQ behind TCP proxies,
-while workers are SIGKILLed, the broker and the database are cut, and the API is killed."""
+while workers are SIGKILLed, the broker and the database fail in every fault shape in turn,
+and the API is killed. Every answer a client gets is counted and timed."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from chaos.plan import ChaosPlan
+from chaos.plan import ChaosPlan, FaultWindow
 from chaos.report import LogTally, Verdict
 from common.mysql import Database, MySQLTaskRepository
 from common.settings import Settings
@@ -83,10 +85,15 @@ class Run:
     db_proxy: TcpProxy
     broker_proxy: TcpProxy
     client: httpx.AsyncClient
+    answer_bound: float  # no answer may take longer: both timeouts and a margin
     accepted: set[str] = field(default_factory=set)
     orphans: set[str] = field(default_factory=set)
     worker_kills: int = 0
     refusals: int = 0  # 503 answers and connections to a dead API, each retried by the client
+    answers: Counter[str] = field(default_factory=Counter)  # "POST 202", "GET 503", ...
+    late: int = 0  # answers that took longer than answer_bound
+    hung: int = 0  # requests with no answer at all within the client's 30 s
+    submitting: bool = True
 
     async def submit_all(self) -> None:
         """Submit plan.tasks tasks at an even pace; a client retries on 503 or a dead API,
@@ -100,14 +107,14 @@ class Run:
             async with gate:
                 await self._submit({"title": f"chaos {n}", "description": "d"})
 
-        await asyncio.gather(*(one(n) for n in range(self.plan.tasks)))
+        try:
+            await asyncio.gather(*(one(n) for n in range(self.plan.tasks)))
+        finally:
+            self.submitting = False
 
     async def _submit(self, body: dict[str, str]) -> None:
         for _ in range(600):
-            try:
-                response = await self.client.post("/api/tasks", json=body)
-            except httpx.TransportError:
-                response = None
+            response = await self._request("POST", "/api/tasks", json=body)
             if response is not None and response.status_code == 202:
                 self.accepted.add(response.json()["task_id"])
                 return
@@ -115,12 +122,35 @@ class Run:
             await asyncio.sleep(0.1)
         raise RuntimeError("a submission was refused for a minute")
 
+    async def read_while_submitting(self) -> None:
+        """Reads of accepted tasks alongside, so that GET meets every fault too."""
+        while self.submitting:
+            if self.accepted:
+                task_id = random.choice(tuple(self.accepted))
+                await self._request("GET", f"/api/tasks/{task_id}")
+            await asyncio.sleep(0.02)
+
+    async def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response | None:
+        started = time.monotonic()
+        try:
+            response = await self.client.request(method, path, **kwargs)  # type: ignore[arg-type]
+        except httpx.TimeoutException:
+            self.hung += 1
+            return None
+        except httpx.TransportError:
+            return None  # the API is down (killed and starting again)
+        if time.monotonic() - started > self.answer_bound:
+            self.late += 1
+        self.answers[f"{method} {response.status_code}"] += 1
+        if response.status_code >= 500 and response.status_code != 503:
+            logger.error("%s %s answered %s: %s", method, path, response.status_code, response.text)
+        return response
+
     async def faults(self) -> None:
         plan = self.plan
         await asyncio.gather(
             self._kill_workers(),
-            self._cut(self.broker_proxy, plan.broker_cut_at, plan.broker_cut_for),
-            self._cut(self.db_proxy, plan.database_cut_at, plan.database_cut_for),
+            *(self._fault(window) for window in plan.faults),
             self._kill_api(plan.api_kill_at),
             self._commit_orphans(),
         )
@@ -134,10 +164,12 @@ class Run:
             self.worker_kills += 1
             victim.start()
 
-    async def _cut(self, proxy: TcpProxy, at: float, seconds: float) -> None:
-        await asyncio.sleep(at)
-        proxy.cut()
-        await asyncio.sleep(seconds)
+    async def _fault(self, window: FaultWindow) -> None:
+        proxy = self.db_proxy if window.backend == "database" else self.broker_proxy
+        await asyncio.sleep(window.at)
+        logger.info("%s: %s for %.1f s", window.backend, window.shape, window.seconds)
+        proxy.fault(window.shape)
+        await asyncio.sleep(window.seconds)
         proxy.restore()
 
     async def _kill_api(self, at: float) -> None:
@@ -199,6 +231,12 @@ async def _verdict(run: Run, drain_seconds: float) -> Verdict:
         drain_seconds=drain_seconds,
         worker_kills=run.worker_kills,
         client_refusals=run.refusals,
+        answers=run.answers,
+        late_answers=run.late,
+        hung_requests=run.hung,
+        faults=len(run.plan.faults),
+        submitted=run.plan.tasks,
+        answer_bound=run.answer_bound,
         publishes_deferred=api_tally.deferred,
         published_by_dispatcher=api_tally.dispatched_late,
     )
@@ -238,9 +276,10 @@ async def _stack(plan: ChaosPlan, logs: Path) -> AsyncIterator[Run]:
             for service in (api, *workers):
                 service.start()
             base_url = f"http://127.0.0.1:{direct.api_port}"
+            bound = proxied.database_timeout_seconds + proxied.publish_timeout_seconds + 1.0
             try:
                 async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-                    yield Run(plan, direct, api, workers, db_proxy, broker_proxy, client)
+                    yield Run(plan, direct, api, workers, db_proxy, broker_proxy, client, bound)
             finally:
                 for service in (api, *workers):
                     service.stop()
@@ -250,5 +289,5 @@ async def run_chaos(plan: ChaosPlan, logs: Path) -> Verdict:
     """Run the plan start to finish and judge what it left behind."""
     async with _stack(plan, logs) as run:
         await wait_until(lambda: api_healthy(run.client), timeout=30, what="API /health")
-        await asyncio.gather(run.submit_all(), run.faults())
+        await asyncio.gather(run.submit_all(), run.read_while_submitting(), run.faults())
         return await _verdict(run, await _drain(run))

@@ -82,3 +82,6 @@ def configure_logging(*, service: str, level: str, fmt: str) -> None:
     access.propagate = False
     logging.getLogger("aiormq").setLevel(max(logging.getLevelName(level), logging.WARNING))
     logging.getLogger("aio_pika").setLevel(max(logging.getLevelName(level), logging.WARNING))
+    # aiormq logs every failed connect at ERROR, and every lost one with a traceback; the
+    # broker link logs both itself, as warnings with the reason (common.amqp.link).
+    logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)

@@ -77,7 +77,8 @@ class Settings(BaseSettings):
     # is dead-lettered.
     task_queue_delivery_limit: int = Field(default=10, ge=1)
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
-    broker_reconnect_max_seconds: float = Field(default=10.0, gt=0)
+    # Small, so that the link is back within seconds of a broker returning (see docs/reliability.md).
+    broker_reconnect_max_seconds: float = Field(default=2.0, gt=0)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
