@@ -22,6 +22,7 @@ from asyncmy.errors import (
 
 from common.errors import DatabaseRefused, DatabaseUnavailable
 from common.mysql import Database, MySQLTaskRepository, grouped_repository
+from common.mysql.errors import translated
 from common.settings import load_settings
 from common.tasks import NewTask
 
@@ -215,3 +216,26 @@ async def test_an_unstarted_database_is_unavailable_not_a_crash() -> None:
     repository = MySQLTaskRepository(Database(load_settings()))
     with pytest.raises(DatabaseUnavailable, match="not connected"):
         await repository.get("t")
+
+
+async def test_a_future_cancelled_under_its_caller_is_unavailable() -> None:
+    result: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    result.cancel()  # as a batch's result is when the task writing it is cancelled
+    with pytest.raises(DatabaseUnavailable, match="cancelled"), translated(timeout=5):
+        await result
+
+
+async def test_a_caller_that_goes_away_stops_at_once_whether_its_batch_is_written_or_waiting(
+    scripted: list[ScriptedPool],
+) -> None:
+    connection = ScriptedConnection([], hang=True)
+    repository = grouped_repository(await database_on(scripted, ScriptedPool(connection)))
+    reading = asyncio.create_task(repository.get("a"))
+    waiting = asyncio.create_task(repository.get("b"))
+    await asyncio.sleep(0)  # one turn of the loop: the first batch is being written
+    reading.cancel()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    with pytest.raises(asyncio.CancelledError):
+        await waiting

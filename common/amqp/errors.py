@@ -7,6 +7,7 @@ BrokerUnavailable. No caller ever sees one of their exceptions.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 
@@ -21,6 +22,12 @@ def translated(what: str, *, timeout: float | None = None) -> Iterator[None]:
         yield
     except TaskServiceError:
         raise
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise  # this task is being cancelled: let it stop
+        # A future of the client's, cancelled as its channel or connection closed.
+        raise BrokerUnavailable(f"RabbitMQ: {what}: cancelled as the connection closed") from None
     except TimeoutError as exc:
         within = f" within {timeout:g} s" if timeout is not None else ""
         raise BrokerUnavailable(f"RabbitMQ: {what}: no answer{within}") from exc

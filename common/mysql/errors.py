@@ -9,6 +9,7 @@ now, try again later. No caller ever sees an asyncmy exception.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
@@ -59,6 +60,12 @@ def translated(*, timeout: float) -> Iterator[None]:
         yield
     except TaskServiceError:
         raise
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise  # this task is being cancelled: let it stop
+        # A batch's future, cancelled because the task writing it was.
+        raise DatabaseUnavailable("MySQL: the statement was cancelled") from None
     except Exception as exc:
         raise translate(exc, timeout=timeout) from exc
 

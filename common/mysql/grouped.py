@@ -15,7 +15,8 @@ from itertools import groupby
 from typing import TypeVar
 
 from common.batching import BackgroundBatcher, Batcher
-from common.errors import DatabaseRefused, DatabaseUnavailable
+from common.errors import DatabaseRefused
+from common.mysql.errors import translated
 from common.mysql.repository import ClaimRequest, MySQLTaskRepository
 from common.ports import PublishOne
 from common.tasks import Claim, NewTask, TaskRecord
@@ -41,11 +42,9 @@ class GroupedTaskRepository:
         )
 
     async def _submit(self, batcher: Batcher[Item, Result], item: Item) -> Result:
-        try:
+        with translated(timeout=self._timeout):
             async with asyncio.timeout(self._timeout):
                 return await batcher.submit(item)
-        except TimeoutError:
-            raise DatabaseUnavailable(f"MySQL did not answer within {self._timeout:g} s") from None
 
     async def _claim_batch(self, batch: list[tuple[ClaimRequest, float]]) -> list[Claim]:
         # One statement per lease length; a worker uses one, so in practice one statement.
