@@ -37,8 +37,8 @@ _READ_ROWS = 100_000
 OURS = ("api-service/src/", "common/")
 # Where the time goes, by what the stack passes through (a stack can count in several).
 AREAS = {
-    "MySQL: asyncmy and common/database.py": ("asyncmy/", "common/database.py"),
-    "RabbitMQ: aio_pika/aiormq and common/broker.py": ("aiormq/", "aio_pika/", "common/broker"),
+    "MySQL: asyncmy and common/mysql/": ("asyncmy/", "common/mysql/"),
+    "RabbitMQ: aio_pika/aiormq and common/amqp/": ("aiormq/", "aio_pika/", "common/amqp/"),
     "thread-pool hops (sync `def` dependencies)": ("run_in_threadpool",),
     "FastAPI dependency solving (includes the hops)": ("solve_dependencies",),
     "logging: stdlib and common/logs.py": ("logging/__init__", "common/logs.py"),

@@ -4,9 +4,11 @@ A caller's item goes out at once if nothing is being written; whatever arrives w
 batch is being written goes out together in the next one. There is no timer, so the added
 latency is at most one batch's round trip, and under load batches grow by themselves.
 
-Used inside the adapters only (common.mysql, common.amqp); callers there bound each
-`submit` with their own deadline, and an item given up on before its batch was taken is
-never written.
+Used inside the adapters only (common.mysql, common.amqp). With a `timeout`, no caller waits
+longer than that for its result, however long the batch ahead of its own takes: a batch must
+be written by the time its oldest item has waited `timeout` (one timer a batch, not one a
+caller), and its callers get `expired()` otherwise. An item given up on before its batch was
+taken is never written.
 """
 
 from __future__ import annotations
@@ -38,17 +40,22 @@ class Batcher(Generic[Item, Result]):
         *,
         max_batch: int,
         split_on: tuple[type[Exception], ...] = (),
+        timeout: float | None = None,
+        expired: Callable[[], Exception] = TimeoutError,
     ) -> None:
         self._write = write
         self._max_batch = max_batch
         self._split_on = split_on
-        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._timeout = timeout
+        self._expired = expired
+        self._pending: list[_Entry[Item, Result]] = []
         self._writing = False
         self._tasks: set[asyncio.Task[None]] = set()  # strong references: see create_task
 
     async def submit(self, item: Item) -> Result:
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Result] = loop.create_future()
+        self._pending.append((item, future, loop.time()))
         if not self._writing:
             self._writing = True
             task = asyncio.get_running_loop().create_task(self._drain())
@@ -61,7 +68,7 @@ class Batcher(Generic[Item, Result]):
             raise
 
     def _forget(self, future: asyncio.Future[Result]) -> None:
-        for index, (_, waiting) in enumerate(self._pending):
+        for index, (_, waiting, _) in enumerate(self._pending):
             if waiting is future:
                 del self._pending[index]
                 return
@@ -71,13 +78,28 @@ class Batcher(Generic[Item, Result]):
             while self._pending:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                await self._write_batch(batch)
+                batch = self._without_expired(batch)
+                if batch:
+                    await self._write_batch(batch)
         finally:
             self._writing = False
 
-    async def _write_batch(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+    def _without_expired(self, batch: list[_Entry[Item, Result]]) -> list[_Entry[Item, Result]]:
+        """Fails the callers whose time ran out while they waited, and leaves their items
+        unwritten: each of those callers has been told it failed."""
+        if self._timeout is None:
+            return batch
+        cutoff = asyncio.get_running_loop().time() - self._timeout
+        if batch[0][2] > cutoff:  # the oldest is still in time, so are all the others
+            return batch
+        for _, future, queued_at in batch:
+            if queued_at <= cutoff and not future.done():
+                future.set_exception(self._expired())
+        return [entry for entry in batch if entry[2] > cutoff]
+
+    async def _write_batch(self, batch: list[_Entry[Item, Result]]) -> None:
         try:
-            results = await self._write([item for item, _ in batch])
+            results = await self._written([item for item, _, _ in batch], queued_at=batch[0][2])
             if len(results) != len(batch):
                 raise RuntimeError(f"a write of {len(batch)} items gave {len(results)} results")
         except BaseException as exc:
@@ -93,14 +115,28 @@ class Batcher(Generic[Item, Result]):
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future, _), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
 
+    async def _written(self, items: list[Item], *, queued_at: float) -> Sequence[Result]:
+        """The write, done by the time the oldest of `items` has waited `timeout`."""
+        if self._timeout is None:
+            return await self._write(items)
+        try:
+            async with asyncio.timeout_at(queued_at + self._timeout):
+                return await self._write(items)
+        except TimeoutError:
+            raise self._expired() from None
 
-def _fail_all(batch: Sequence[tuple[object, asyncio.Future[Result]]], exc: BaseException) -> None:
+
+# An item, the future its caller waits on, and when it was submitted (the loop's clock).
+_Entry = tuple[Item, "asyncio.Future[Result]", float]
+
+
+def _fail_all(batch: Sequence[_Entry[object, Result]], exc: BaseException) -> None:
     """Every caller in the batch gets the error (or is cancelled with the writer)."""
-    for _, future in batch:
+    for _, future, _ in batch:
         if future.done():
             continue
         if isinstance(exc, asyncio.CancelledError):

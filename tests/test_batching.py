@@ -126,3 +126,33 @@ async def test_a_lingering_background_batcher_gathers_items_added_meanwhile() ->
     async with asyncio.timeout(5):  # a full batch does not wait out the linger
         await full.flush()
     assert batches[-1] == [0, 1, 2]
+
+
+class Expired(Exception):
+    pass
+
+
+async def test_no_caller_waits_longer_than_the_timeout_behind_a_stuck_batch() -> None:
+    writing, stuck = asyncio.Event(), asyncio.Event()
+    batches: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[int]:
+        batches.append(items)
+        if items[0] < 0:
+            writing.set()
+            await stuck.wait()  # the first batch never returns
+        return items
+
+    batcher: Batcher[int, int] = Batcher(write, max_batch=10, timeout=0.2, expired=Expired)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first = asyncio.create_task(batcher.submit(-1))
+    await writing.wait()
+    behind = asyncio.create_task(batcher.submit(2))  # queued behind the stuck batch
+
+    for waiting in (first, behind):
+        with pytest.raises(Expired):
+            await waiting
+    assert loop.time() - started < 0.2 + 0.15  # not 0.2 for the first, then 0.2 for the next
+    assert batches == [[-1]]  # the one behind was never written: its time was up
+    assert await batcher.submit(3) == 3  # and the next caller is served

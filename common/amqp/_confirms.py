@@ -54,6 +54,7 @@ class Outgoing:
     properties: spec.Basic.Properties  # message_id must be set: returns are matched by it
     exchange: str
     routing_key: str
+    deadline: float = float("inf")  # the loop's clock: by when the publisher gives up on it
 
 
 async def publish_batch(

@@ -37,7 +37,9 @@ class AmqpTaskPublisher:
         self._timeout = timeout
         self._session: BrokerSession | None = None
         self._channel: AbstractChannel | None = None
-        self._sends = Batcher(self._send_batch, max_batch=max_batch)
+        self._sends = Batcher(
+            self._send_batch, max_batch=max_batch, timeout=timeout, expired=self._expired
+        )
 
     def attach(self, session: BrokerSession, channel: AbstractChannel) -> None:
         """Publish on `channel` (with publisher confirms) of `session` from now on."""
@@ -61,7 +63,9 @@ class AmqpTaskPublisher:
         outgoing = self.outgoing(
             message, attempts=attempts, lookups=lookups, delay_seconds=delay_seconds
         )
-        async with self._answered("publish"):
+        # The hot path of every request: the batcher bounds the send, and one timer per batch
+        # the confirms (_send_batch), instead of a timeout per call.
+        with translated("publish", timeout=self._timeout):
             confirmation = await self._sends.submit(outgoing)
             await confirmation
 
@@ -113,14 +117,30 @@ class AmqpTaskPublisher:
             priority=0,
             expiration=expiration,
         )
-        return Outgoing(message.encode(), properties, exchange, routing_key)
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        return Outgoing(message.encode(), properties, exchange, routing_key, deadline)
 
     async def _send_batch(self, batch: list[Outgoing]) -> list[asyncio.Future[object]]:
         """Write a batch in one go; one confirmation future per message. Sending does not wait
-        for the broker, so the next batch can go out while this one is being confirmed."""
+        for the broker, so the next batch can go out while this one is being confirmed; what
+        is not confirmed within the timeout fails (one timer per batch)."""
         channel = self._channel
         if channel is None or not self.is_open:
             raise BrokerUnavailable("RabbitMQ: not connected")
         with translated("publish"):
             underlay = await channel.get_underlay_channel()
-            return await publish_batch(underlay, batch)
+            futures = await publish_batch(underlay, batch)
+        # The oldest message's deadline, which the batcher met by sending it in time.
+        asyncio.get_running_loop().call_at(batch[0].deadline, self._expire_unconfirmed, futures)
+        return futures
+
+    def _expire_unconfirmed(self, futures: list[asyncio.Future[object]]) -> None:
+        for future in futures:
+            if not future.done():
+                future.set_exception(self._expired())
+
+    def _expired(self) -> BrokerUnavailable:
+        """A publish the broker did not confirm in time: the session is no use any more."""
+        if self._session is not None:
+            self._session.drop(f"a publish was not confirmed within {self._timeout:g} s")
+        return BrokerUnavailable(f"RabbitMQ: publish: no answer within {self._timeout:g} s")

@@ -9,42 +9,40 @@ and a lost mark only means the dispatcher sends a duplicate that the worker's cl
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from itertools import groupby
-from typing import TypeVar
+from typing import Any
 
 from common.batching import BackgroundBatcher, Batcher
-from common.errors import DatabaseRefused
-from common.mysql.errors import translated
+from common.errors import DatabaseRefused, DatabaseUnavailable
 from common.mysql.repository import ClaimRequest, MySQLTaskRepository
 from common.ports import PublishOne
 from common.tasks import Claim, NewTask, TaskRecord
-
-Item = TypeVar("Item")
-Result = TypeVar("Result")
 
 
 class GroupedTaskRepository:
     def __init__(self, inner: MySQLTaskRepository, *, timeout: float, max_batch: int = 500) -> None:
         self.inner = inner
         self._timeout = timeout
+        bounded: dict[str, Any] = {
+            "max_batch": max_batch,
+            "timeout": timeout,
+            "expired": self._expired,
+        }
         # A row the database refuses (it passed validation, so a gap in it) fails its own
         # request only, not the others that shared its INSERT.
-        self._creates = Batcher(inner.create_many, max_batch=max_batch, split_on=(DatabaseRefused,))
-        self._reads = Batcher(inner.get_many, max_batch=max_batch)
-        self._claims = Batcher(self._claim_batch, max_batch=max_batch)
-        self._completions = Batcher(inner.complete_many, max_batch=max_batch)
+        self._creates = Batcher(inner.create_many, split_on=(DatabaseRefused,), **bounded)
+        self._reads = Batcher(inner.get_many, **bounded)
+        self._claims = Batcher(self._claim_batch, **bounded)
+        self._completions = Batcher(inner.complete_many, **bounded)
         # Marks wait up to 50 ms to share a statement (and a commit) with more: the dispatcher
         # leaves rows alone for DISPATCH_MIN_AGE_SECONDS anyway.
         self._marks = BackgroundBatcher(
             inner.mark_dispatched, max_batch=max_batch, name="dispatch marks", linger_seconds=0.05
         )
 
-    async def _submit(self, batcher: Batcher[Item, Result], item: Item) -> Result:
-        with translated(timeout=self._timeout):
-            async with asyncio.timeout(self._timeout):
-                return await batcher.submit(item)
+    def _expired(self) -> DatabaseUnavailable:
+        return DatabaseUnavailable(f"MySQL did not answer within {self._timeout:g} s")
 
     async def _claim_batch(self, batch: list[tuple[ClaimRequest, float]]) -> list[Claim]:
         # One statement per lease length; a worker uses one, so in practice one statement.
@@ -61,10 +59,10 @@ class GroupedTaskRepository:
         return [results[index] for index in range(len(batch))]
 
     async def create(self, task: NewTask) -> TaskRecord:
-        return await self._submit(self._creates, task)
+        return await self._creates.submit(task)
 
     async def get(self, task_id: str) -> TaskRecord | None:
-        return await self._submit(self._reads, task_id)
+        return await self._reads.submit(task_id)
 
     async def mark_dispatched(self, task_ids: Sequence[str]) -> None:
         for task_id in task_ids:
@@ -81,10 +79,10 @@ class GroupedTaskRepository:
         )
 
     async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:
-        return await self._submit(self._claims, (ClaimRequest(task_id, steal), lease_seconds))
+        return await self._claims.submit((ClaimRequest(task_id, steal), lease_seconds))
 
     async def complete(self, task_id: str) -> bool:
-        return await self._submit(self._completions, task_id)
+        return await self._completions.submit(task_id)
 
     async def release_for_retry(self, task_id: str, error: str) -> bool:
         return await self.inner.release_for_retry(task_id, error)
