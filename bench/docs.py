@@ -115,7 +115,7 @@ def write_doc(
         " FastAPI app and a Celery peer against the local MariaDB and RabbitMQ, drives them,"
         " stops them, prints the table below and rewrites this file. It installs wrk (Debian)"
         " when run as root, and makes the Celery peer's venv on first use. `make bench-smoke`"
-        " runs the same code for a few seconds per measurement as part of `make test`: it checks"
+        " runs the same code for a few seconds per measurement (CI runs it after `make test`): it checks"
         " that every measurement yields a number and that the honesty checks pass, not the"
         " targets.",
         "",
