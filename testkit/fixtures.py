@@ -2,8 +2,8 @@
 `-p testkit.fixtures` from each pytest configuration).
 
 Each test module gets a scratch database and vhost of its own: `direct` (settings reaching
-them directly), the TCP proxies in front of them for outage tests, a repository and a
-confirming channel on them. A module that needs other settings overrides `scratch_overrides`.
+them directly), the TCP proxies in front of them for outage tests and `proxied` (settings
+reaching them through the proxies), a repository and a confirming channel on them. A module that needs other settings overrides `scratch_overrides`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from common.mysql import Database, MySQLTaskRepository
 from common.settings import Settings
 from testkit.broker import broker_channel
 from testkit.proxy import TcpProxy, tcp_proxy
-from testkit.scratch import scratch_environment
+from testkit.scratch import scratch_environment, through_proxies
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +59,9 @@ def db_proxy(direct: Settings) -> Iterator[TcpProxy]:
 def broker_proxy(direct: Settings) -> Iterator[TcpProxy]:
     with tcp_proxy(direct.rabbitmq_host, direct.rabbitmq_port) as proxy:
         yield proxy
+
+
+@pytest.fixture(scope="module")
+def proxied(direct: Settings, db_proxy: TcpProxy, broker_proxy: TcpProxy) -> Settings:
+    """The same database and vhost, reached through the proxies (with short timeouts)."""
+    return through_proxies(direct, database_port=db_proxy.port, broker_port=broker_proxy.port)

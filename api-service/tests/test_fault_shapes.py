@@ -23,7 +23,7 @@ from testkit.broker import take_all
 from testkit.polling import api_healthy, wait_until
 from testkit.processes import free_port, service_process
 from testkit.proxy import Fault, TcpProxy
-from testkit.scratch import service_environment, through_proxies
+from testkit.scratch import service_environment
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +45,9 @@ def scratch_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def settings(direct: Settings, db_proxy: TcpProxy, broker_proxy: TcpProxy) -> Settings:
-    return through_proxies(direct, database_port=db_proxy.port, broker_port=broker_proxy.port)
+def settings(proxied: Settings) -> Settings:
+    """What the app gets: the same database and vhost, through the proxies."""
+    return proxied
 
 
 @pytest.fixture(scope="module")

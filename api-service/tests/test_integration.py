@@ -27,7 +27,6 @@ from testkit import fixtures
 from testkit.broker import take_all
 from testkit.polling import wait_until
 from testkit.proxy import TcpProxy
-from testkit.scratch import through_proxies
 
 pytestmark = pytest.mark.integration
 
@@ -41,9 +40,9 @@ def scratch_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def settings(direct: Settings, db_proxy: TcpProxy, broker_proxy: TcpProxy) -> Settings:
+def settings(proxied: Settings) -> Settings:
     """What the app gets: the same database and vhost, through the proxies."""
-    return through_proxies(direct, database_port=db_proxy.port, broker_port=broker_proxy.port)
+    return proxied
 
 
 @pytest.fixture(scope="module")

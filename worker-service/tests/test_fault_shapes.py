@@ -9,23 +9,21 @@ from __future__ import annotations
 import functools
 import logging
 import time
-import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from aio_pika.abc import AbstractChannel
 from test_integration import running_worker
+from test_reliability import submit
 
-from common.messages import TaskMessage
 from common.mysql import MySQLTaskRepository
 from common.settings import Settings
-from common.tasks import NewTask, TaskRecord, TaskStatus
+from common.tasks import TaskRecord, TaskStatus
 from testkit import fixtures
-from testkit.broker import publish_task
 from testkit.polling import wait_until
 from testkit.proxy import Fault, TcpProxy
-from testkit.scratch import through_proxies
 
 pytestmark = pytest.mark.integration
 
@@ -47,19 +45,6 @@ def scratch_overrides() -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def proxied(direct: Settings, db_proxy: TcpProxy, broker_proxy: TcpProxy) -> Settings:
-    return through_proxies(direct, database_port=db_proxy.port, broker_port=broker_proxy.port)
-
-
-async def submit(
-    repository: MySQLTaskRepository, channel: AbstractChannel, settings: Settings
-) -> str:
-    record = await repository.create(NewTask(str(uuid.uuid4()), "t", "d", None))
-    await publish_task(channel, settings, TaskMessage.from_record(record))
-    return record.task_id
-
-
 async def completed(repository: MySQLTaskRepository, task_id: str) -> TaskRecord | None:
     record = await repository.get(task_id)
     return record if record is not None and record.status is TaskStatus.COMPLETED else None
@@ -72,7 +57,7 @@ def logged(caplog: pytest.LogCaptureFixture, event: str) -> list[logging.LogReco
 async def run_through_fault(
     shape: Fault,
     proxy: TcpProxy,
-    felt: Any,
+    felt: Callable[[], Awaitable[bool]],
     *,
     proxied: Settings,
     direct: Settings,
@@ -108,26 +93,20 @@ async def run_through_fault(
     assert not logged(caplog, "loop pass failed unexpectedly")
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: shape.name.lower())
-async def test_a_database_fault_loses_nothing_and_the_worker_goes_on(
-    shape: Fault,
+ThroughFault = Callable[[Fault, TcpProxy, Callable[[], Awaitable[bool]]], Awaitable[None]]
+
+
+@pytest.fixture
+def through_fault(
     proxied: Settings,
     direct: Settings,
-    db_proxy: TcpProxy,
     repository: MySQLTaskRepository,
     channel: AbstractChannel,
     caplog: pytest.LogCaptureFixture,
-) -> None:
-    # Several attempts meet the fault (a reset one only hits the connections it resets).
-    times = 1 if shape is Fault.RESET else 3
-
-    async def felt() -> bool:
-        return len(logged(caplog, "database unavailable")) >= times
-
-    await run_through_fault(
-        shape,
-        db_proxy,
-        felt,
+) -> ThroughFault:
+    """run_through_fault with this module's worker, repository and channel."""
+    return functools.partial(
+        run_through_fault,
         proxied=proxied,
         direct=direct,
         repository=repository,
@@ -137,13 +116,26 @@ async def test_a_database_fault_loses_nothing_and_the_worker_goes_on(
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: shape.name.lower())
+async def test_a_database_fault_loses_nothing_and_the_worker_goes_on(
+    shape: Fault,
+    db_proxy: TcpProxy,
+    through_fault: ThroughFault,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Several attempts meet the fault (a reset one only hits the connections it resets).
+    times = 1 if shape is Fault.RESET else 3
+
+    async def felt() -> bool:
+        return len(logged(caplog, "database unavailable")) >= times
+
+    await through_fault(shape, db_proxy, felt)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: shape.name.lower())
 async def test_a_broker_fault_loses_nothing_and_the_worker_consumes_again(
     shape: Fault,
-    proxied: Settings,
-    direct: Settings,
     broker_proxy: TcpProxy,
-    repository: MySQLTaskRepository,
-    channel: AbstractChannel,
+    through_fault: ThroughFault,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     stalled_before = broker_proxy.chunks_stalled
@@ -156,13 +148,4 @@ async def test_a_broker_fault_loses_nothing_and_the_worker_consumes_again(
         failed = [r for r in logged(caplog, "loop pass failed") if getattr(r, "loop", "") == LINK]
         return len(failed) >= 5  # several reconnects, each meeting the fault
 
-    await run_through_fault(
-        shape,
-        broker_proxy,
-        felt,
-        proxied=proxied,
-        direct=direct,
-        repository=repository,
-        channel=channel,
-        caplog=caplog,
-    )
+    await through_fault(shape, broker_proxy, felt)

@@ -21,7 +21,6 @@ from testkit import fixtures
 from testkit.broker import publish_raw, publish_task, take_all
 from testkit.polling import wait_until
 from testkit.proxy import TcpProxy
-from testkit.scratch import through_proxies
 
 pytestmark = pytest.mark.integration
 
@@ -41,14 +40,10 @@ def scratch_overrides() -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def proxied(direct: Settings, db_proxy: TcpProxy, broker_proxy: TcpProxy) -> Settings:
-    return through_proxies(direct, database_port=db_proxy.port, broker_port=broker_proxy.port)
-
-
 async def submit(
     repository: MySQLTaskRepository, channel: AbstractChannel, settings: Settings
 ) -> str:
+    """A task stored and published as the API would, around any proxy."""
     record = await repository.create(NewTask(str(uuid.uuid4()), "t", "d", None))
     await publish_task(channel, settings, TaskMessage.from_record(record))
     return record.task_id
