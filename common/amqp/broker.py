@@ -7,8 +7,6 @@ and subscribes again on a channel of its own.
 
 from __future__ import annotations
 
-import logging
-
 from common.amqp.consumer import (
     DeadLetterReader,
     OnDelivery,
@@ -21,8 +19,6 @@ from common.amqp.publisher import AmqpTaskPublisher
 from common.amqp.topology import Topology
 from common.errors import BrokerUnavailable
 from common.settings import Settings
-
-logger = logging.getLogger(__name__)
 
 
 class Broker:

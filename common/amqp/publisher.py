@@ -60,7 +60,7 @@ class AmqpTaskPublisher:
         lookups: int = 0,
         delay_seconds: float = 0.0,
     ) -> None:
-        outgoing = self.outgoing(
+        outgoing = self._outgoing(
             message, attempts=attempts, lookups=lookups, delay_seconds=delay_seconds
         )
         # The hot path of every request: the batcher bounds the send, and one timer per batch
@@ -91,7 +91,7 @@ class AmqpTaskPublisher:
                     session.drop(f"no answer to a {what} within {self._timeout:g} s")
                 raise
 
-    def outgoing(
+    def _outgoing(
         self, message: TaskMessage, *, attempts: int, lookups: int, delay_seconds: float
     ) -> Outgoing:
         """The frame contents of a task message, built straight as AMQP properties (a

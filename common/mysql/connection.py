@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -19,8 +18,6 @@ import asyncmy
 from common.errors import DatabaseUnavailable
 from common.mysql.errors import translated
 from common.settings import Settings
-
-logger = logging.getLogger(__name__)
 
 
 class Database:
