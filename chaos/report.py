@@ -18,6 +18,7 @@ class LogTally:
     dead_lettered: int = 0
     deferred: int = 0  # API: accepted while the publish could not be confirmed
     dispatched_late: int = 0  # API: published by the outbox dispatcher
+    postponed: int = 0  # worker: a message that found another claim's live lease
 
     @classmethod
     def read(cls, logs: Iterable[Path]) -> LogTally:
@@ -38,6 +39,8 @@ class LogTally:
             self.retries += 1
         elif event in ("message dead-lettered", "task failed"):
             self.dead_lettered += 1
+        elif event == "duplicate postponed":
+            self.postponed += 1
         elif event == "task publish deferred":
             self.deferred += 1
         elif event == "task published" and entry.get("by") == "dispatcher":
@@ -63,6 +66,7 @@ class Verdict:
     client_refusals: int
     publishes_deferred: int
     published_by_dispatcher: int
+    duplicates_postponed: int
     answers: Counter[str]  # "POST 202": how many, ...
     late_answers: int
     hung_requests: int
@@ -122,6 +126,7 @@ class Verdict:
             ("requests with no answer in 30 s", self.hung_requests),
             ("202s whose publish was deferred", self.publishes_deferred),
             ("published by the outbox dispatcher", self.published_by_dispatcher),
+            ("duplicates postponed past a live lease", self.duplicates_postponed),
             ("time to drain (s)", f"{self.drain_seconds:.1f}"),
         ]
         width = max(len(name) for name, _ in rows)

@@ -238,6 +238,7 @@ async def _verdict(run: Run, drain_seconds: float) -> Verdict:
         submitted=run.plan.tasks,
         answer_bound=run.answer_bound,
         publishes_deferred=api_tally.deferred,
+        duplicates_postponed=tally.postponed,
         published_by_dispatcher=api_tally.dispatched_late,
     )
 
@@ -252,6 +253,9 @@ async def _stack(plan: ChaosPlan, logs: Path) -> AsyncIterator[Run]:
         "retry_backoff_base_seconds": 0.1,
         "retry_backoff_factor": 2.0,
         "dispatch_interval_seconds": 0.5,
+        # The work takes at most 0.2 s: a claim left behind by a killed worker, or one that
+        # reached the database late, is taken over within seconds instead of a minute.
+        "task_lease_seconds": 5.0,
         "log_format": "json",
     }
     async with scratch_environment(**overrides) as direct:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from conftest import FakeDelivery, RecordingWork
@@ -17,6 +18,7 @@ from services.consumer import TaskConsumer
 from services.processor import error_summary, process_task
 from services.work import SimulatedFailure, simulated_work
 from testkit.fakes import InMemoryTaskRepository, RecordingPublisher
+from testkit.polling import wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -78,7 +80,7 @@ async def test_second_delivery_of_a_completed_task_does_nothing(
     assert first.settled == second.settled == ACK
 
 
-async def test_duplicate_while_another_worker_holds_the_task_is_dropped(
+async def test_duplicate_while_another_worker_holds_the_task_is_not_worked(
     repository: InMemoryTaskRepository, work: RecordingWork
 ) -> None:
     message = await pending_task(repository)
@@ -87,6 +89,47 @@ async def test_duplicate_while_another_worker_holds_the_task_is_dropped(
     assert await process(repository, message, work) is Outcome.DUPLICATE
     assert work.done == []
     assert repository.rows[message.task_id].status is TaskStatus.PROCESSING
+
+
+async def test_a_duplicate_comes_back_after_the_lease_so_a_vanished_holder_is_taken_over(
+    consumer: TaskConsumer,
+    repository: InMemoryTaskRepository,
+    work: RecordingWork,
+    retries: RecordingPublisher,
+) -> None:
+    # A claim whose worker is gone (killed right after it, or a claim that reached the
+    # database after its worker had given up): this delivery may be the task's last message.
+    message = await pending_task(repository)
+    await repository.claim(message.task_id, lease_seconds=0.05, steal=False)
+    duplicate = FakeDelivery(message.encode(), lookups=1)
+
+    await consumer.on_delivery(duplicate)
+
+    assert duplicate.settled == ACK  # only after its copy was confirmed
+    [copy] = retries.sent
+    assert (copy.message, copy.attempts, copy.lookups) == (message, 0, 1)
+    assert copy.delay_seconds == consumer.lease_seconds
+    await wait_until(lambda: lease_expired(repository, message.task_id), timeout=2)
+    await consumer.on_delivery(FakeDelivery(copy.message.encode()))  # the copy, after the lease
+    assert repository.rows[message.task_id].status is TaskStatus.COMPLETED
+    assert work.done == [message.task_id]
+
+
+async def lease_expired(repository: InMemoryTaskRepository, task_id: str) -> bool:
+    return repository.leases[task_id] < datetime.now(UTC)
+
+
+async def test_a_duplicate_that_cannot_be_postponed_is_requeued(
+    consumer: TaskConsumer, repository: InMemoryTaskRepository, retries: RecordingPublisher
+) -> None:
+    message = await pending_task(repository)
+    await repository.claim(message.task_id, lease_seconds=60, steal=False)
+    retries.fail = True
+    duplicate = FakeDelivery(message.encode())
+
+    await consumer.on_delivery(duplicate)
+
+    assert duplicate.settled == REQUEUE
 
 
 async def test_take_over_claims_a_task_left_processing(

@@ -177,3 +177,22 @@ async def _final(repository: MySQLTaskRepository, task_id: str) -> bool:
 
 async def _tried(proxy: TcpProxy, times: int = 1) -> bool:
     return proxy.connections_refused >= times
+
+
+async def test_a_task_whose_claim_holder_vanished_is_taken_over_after_the_lease(
+    direct: Settings, repository: MySQLTaskRepository, channel: AbstractChannel
+) -> None:
+    """A claim with no worker behind it (the worker was killed right after it, or the claim
+    reached the database after its worker had given up), and one plain message left for the
+    task: the message is not dropped as a duplicate, it comes back and takes the task over
+    once the lease has run out."""
+    short_lease = direct.model_copy(update={"task_lease_seconds": 1.0})
+    record = await repository.create(NewTask(str(uuid.uuid4()), "t", "d", None))
+    claim = await repository.claim(record.task_id, lease_seconds=1.0, steal=False)
+    assert claim.attempts == 1  # the vanished holder's attempt
+    await publish_task(channel, direct, TaskMessage.from_record(record))
+    async with running_worker(short_lease):
+        done = await wait_until(
+            lambda: in_status(repository, record.task_id, TaskStatus.COMPLETED), timeout=15
+        )
+    assert done.attempts == 2

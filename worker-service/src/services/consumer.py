@@ -4,6 +4,8 @@ Every delivery is settled only after its outcome is committed in MySQL:
 - ack: done (completed, or nothing left to do);
 - retry: a copy goes to the retry queues through the publisher (confirmed), then the
   original is acked;
+- postpone: another claim holds the task, so a copy comes back once that claim's lease is
+  over (if its holder is gone, this copy takes the task over), then the original is acked;
 - dead-letter: rejected without requeue, so the broker moves it to TASK_QUEUE.dlq;
 - requeue: nack with requeue after a short pause, when even the retry could not be published.
 """
@@ -94,6 +96,8 @@ class TaskConsumer:
             return await self._retry(task, attempts=attempts + 1, lookups=0)
         if result.outcome is Outcome.UNKNOWN_TASK:
             return await self._retry_lookup(delivery, task)
+        if result.outcome is Outcome.DUPLICATE:
+            return await self._postpone(delivery, task)
         if result.outcome is Outcome.RETRY:
             return await self._retry(task, attempts=result.attempts, lookups=0)
         if result.outcome is Outcome.FAILED:
@@ -110,6 +114,23 @@ class TaskConsumer:
             )
             return Settlement.DEAD_LETTER
         return await self._retry(task, attempts=delivery.attempts, lookups=lookups)
+
+    async def _postpone(self, delivery: Delivery, task: TaskMessage) -> Settlement:
+        """Not dropped: the holder may be gone for good (killed after its claim, or a claim
+        that reached the database after its worker gave up on it), and then this message may
+        be the last one for the task. The copy carries no attempts, so it takes the task
+        over only once the lease has run out."""
+        try:
+            await self.publisher.publish(
+                task, lookups=delivery.lookups, delay_seconds=self.lease_seconds
+            )
+        except BrokerUnavailable as exc:
+            logger.warning(
+                "duplicate not postponed", extra={"task_id": task.task_id, "error": str(exc)}
+            )
+            return Settlement.REQUEUE
+        logger.info("duplicate postponed", extra={"task_id": task.task_id})
+        return Settlement.ACK
 
     async def _retry(self, task: TaskMessage, *, attempts: int, lookups: int) -> Settlement:
         delay = self.policy.backoff_seconds(attempts)

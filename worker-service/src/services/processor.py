@@ -45,7 +45,10 @@ async def process_task(
     task_id = message.task_id
     claim = await repository.claim(task_id, lease_seconds=lease_seconds, steal=take_over)
     if claim.result is not ClaimResult.CLAIMED:
-        logger.info("task skipped", extra={"task_id": task_id, "reason": claim.result.value})
+        logger.info(
+            "task skipped",
+            extra={"task_id": task_id, "reason": claim.result.value, "take_over": take_over},
+        )
         return ProcessResult(_SKIPPED[claim.result])
     logger.info("task claimed", extra={"task_id": task_id, "attempt": claim.attempts})
     try:
