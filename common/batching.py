@@ -58,7 +58,7 @@ class Batcher(Generic[Item, Result]):
         self._pending.append((item, future, loop.time()))
         if not self._writing:
             self._writing = True
-            task = asyncio.get_running_loop().create_task(self._drain())
+            task = loop.create_task(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         try:
