@@ -120,34 +120,51 @@ class TaskConsumer:
         that reached the database after its worker gave up on it), and then this message may
         be the last one for the task. The copy carries no attempts, so it takes the task
         over only once the lease has run out."""
-        try:
-            await self.publisher.publish(
-                task, lookups=delivery.lookups, delay_seconds=self.lease_seconds
-            )
-        except BrokerUnavailable as exc:
-            logger.warning(
-                "duplicate not postponed", extra={"task_id": task.task_id, "error": str(exc)}
-            )
+        if not await self._copy_published(
+            task,
+            lookups=delivery.lookups,
+            delay_seconds=self.lease_seconds,
+            failed="duplicate not postponed",
+        ):
             return Settlement.REQUEUE
         logger.info("duplicate postponed", extra={"task_id": task.task_id})
         return Settlement.ACK
 
     async def _retry(self, task: TaskMessage, *, attempts: int, lookups: int) -> Settlement:
         delay = self.policy.backoff_seconds(attempts)
-        try:
-            await self.publisher.publish(
-                task, attempts=attempts, lookups=lookups, delay_seconds=delay
-            )
-        except BrokerUnavailable as exc:
-            logger.warning(
-                "retry not published", extra={"task_id": task.task_id, "error": str(exc)}
-            )
+        if not await self._copy_published(
+            task,
+            attempts=attempts,
+            lookups=lookups,
+            delay_seconds=delay,
+            failed="retry not published",
+        ):
             return Settlement.REQUEUE
         logger.info(
             "task retry scheduled",
             extra={"task_id": task.task_id, "attempt": attempts, "delay_ms": round(delay * 1000)},
         )
         return Settlement.ACK
+
+    async def _copy_published(
+        self,
+        task: TaskMessage,
+        *,
+        attempts: int = 0,
+        lookups: int,
+        delay_seconds: float,
+        failed: str,
+    ) -> bool:
+        """Publish a delayed copy of the task's message, which replaces the delivery once
+        confirmed; False (logged as `failed`) when the broker did not confirm it."""
+        try:
+            await self.publisher.publish(
+                task, attempts=attempts, lookups=lookups, delay_seconds=delay_seconds
+            )
+        except BrokerUnavailable as exc:
+            logger.warning(failed, extra={"task_id": task.task_id, "error": str(exc)})
+            return False
+        return True
 
     async def _settle(self, delivery: Delivery, settlement: Settlement) -> None:
         if settlement is Settlement.REQUEUE:
