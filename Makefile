@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)
 # win over the shell's. The tests never read it: they make their own database and vhost.
 LOAD_ENV := set -a; [ ! -f $(CURDIR)/.env ] || . $(CURDIR)/.env; set +a;
 
-.PHONY: help install lock api worker run redrive chaos chaos-short openapi db smoke test test-unit test-integration lint format clean bench bench-smoke
+.PHONY: help install lock api worker run redrive chaos chaos-short openapi migrate db smoke test test-unit test-integration lint format clean bench bench-smoke
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -76,8 +76,12 @@ chaos-short: install ## The same with N=200 (CI runs it)
 openapi: install ## Write the API's OpenAPI document to docs/openapi.json
 	cd api-service/src && $(PY) export_openapi.py
 
-db: install ## Create the database in DATABASE_URL if missing and load db/init.sql
+migrate: install ## Bring the database in DATABASE_URL to the newest schema (db/migrations)
+	$(LOAD_ENV) $(PY) -m alembic -c db/alembic.ini upgrade head
+
+db: install ## Create the database in DATABASE_URL if missing, then migrate it
 	$(LOAD_ENV) $(PY) -m common.mysql.schema
+	@$(MAKE) --no-print-directory migrate
 
 test: install ## Unit, integration and end-to-end tests (a scratch database and vhost of their own)
 	cd api-service && $(PY) -m pytest
@@ -97,7 +101,7 @@ lint: install ## ruff (lint and format check) and mypy (strict)
 	$(PY) -m ruff format --check .
 	cd api-service && MYPYPATH=src:.. $(PY) -m mypy --config-file ../pyproject.toml src tests
 	cd worker-service && MYPYPATH=src:.. $(PY) -m mypy --config-file ../pyproject.toml src tests
-	$(PY) -m mypy common testkit tests chaos bench
+	$(PY) -m mypy common testkit tests chaos bench db/migrations
 	$(PY) -m check_jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(VENV)/bin/hadolint api-service/Dockerfile worker-service/Dockerfile
 

@@ -28,6 +28,10 @@ class Plan:
     in_flight: int
     in_flight_delay: tuple[float, float]
     in_flight_warmup_seconds: float
+    list_connections: int  # wrk's connections for the list pages and the stats
+    streams: int  # event streams held open on one API process
+    stream_concurrency: int  # WORKER_CONCURRENCY while the streamed tasks run
+    stream_delay: tuple[float, float]  # their simulated delay
     check_targets: bool
 
     @property
@@ -55,6 +59,10 @@ FULL = Plan(
     in_flight=1_000,
     in_flight_delay=(5.0, 10.0),
     in_flight_warmup_seconds=10.0,
+    list_connections=4,
+    streams=1_000,
+    stream_concurrency=100,
+    stream_delay=(0.5, 1.5),
     check_targets=True,
 )
 
@@ -74,5 +82,9 @@ SMOKE = Plan(
     in_flight=200,
     in_flight_delay=(0.5, 1.0),
     in_flight_warmup_seconds=1.0,
+    list_connections=4,
+    streams=50,
+    stream_concurrency=10,
+    stream_delay=(0.1, 0.3),
     check_targets=False,
 )

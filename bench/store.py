@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncmy
@@ -16,6 +17,16 @@ from common.settings import Settings
 _ROWS_PER_STATEMENT = 5_000
 _STATEMENTS_PER_TRANSACTION = 10
 _LOADERS = 2
+# The tables a measurement leaves rows in; each one starts with them empty.
+_TABLES = ("tasks", "task_events", "idempotency_keys")
+
+# The history the list and stats measurements read: a month of tasks, created in an order
+# that has nothing to do with their ids (as random UUIDs are), so a page's rows lie all over
+# the primary key. The newest few are still PENDING or PROCESSING; of the rest, most COMPLETED.
+HISTORY = timedelta(days=30)
+_MOVING_SHARE = 0.002
+FINISHED_MIX = {"COMPLETED": 94, "FAILED": 4, "CANCELLED": 2}
+_SEED = 11
 
 
 def new_ids(count: int) -> list[str]:
@@ -45,7 +56,8 @@ class TaskTable:
         return str((await self._fetch("SELECT VERSION()"))[0][0])
 
     async def truncate(self) -> None:
-        await self._fetch("TRUNCATE TABLE tasks")
+        for table in _TABLES:
+            await self._fetch(f"TRUNCATE TABLE {table}")
 
     async def status_counts(self) -> dict[str, int]:
         rows = await self._fetch("SELECT status, COUNT(*) FROM tasks GROUP BY status")
@@ -87,6 +99,37 @@ class TaskTable:
             f"'{now}','{now}',{completed}{extra})"
             for task_id in ids
         ]
+        await self._insert_values(columns, values)
+
+    async def insert_history(self, ids: Sequence[str], *, now: datetime) -> dict[str, int]:
+        """One row per id, created over the `HISTORY` before `now` in a random order, with
+        each status's columns as the services leave them; returns how many of each status.
+
+        The newest `_MOVING_SHARE` are PENDING or PROCESSING (every other one), the rest
+        FINISHED_MIX at random (seeded: every run loads the same mix). Every row is marked as
+        dispatched, so no API's dispatcher publishes the PENDING ones."""
+        rng = random.Random(_SEED)
+        ranks = list(range(len(ids)))
+        rng.shuffle(ranks)  # ranks[i]: where row i stands in time, 0 the oldest
+        step = HISTORY / max(len(ids), 1)
+        oldest = now - HISTORY
+        moving_from = len(ids) - round(len(ids) * _MOVING_SHARE)
+        finished = rng.choices(list(FINISHED_MIX), weights=list(FINISHED_MIX.values()), k=len(ids))
+        lease = _sql_time(now + timedelta(hours=1))
+        counts: dict[str, int] = {}
+        values = []
+        for task_id, rank, final in zip(ids, ranks, finished, strict=True):
+            status = final if rank < moving_from else ("PENDING", "PROCESSING")[rank % 2]
+            counts[status] = counts.get(status, 0) + 1
+            values.append(_history_row(task_id, status, oldest + rank * step, lease))
+        columns = (
+            "id, title, description, status, attempts, last_error, created_at, updated_at,"
+            " started_at, completed_at, dispatched_at, lease_expires_at"
+        )
+        await self._insert_values(columns, values)
+        return counts
+
+    async def _insert_values(self, columns: str, values: Sequence[str]) -> None:
         statements = [
             f"INSERT INTO tasks ({columns}) VALUES "
             + ",".join(values[start : start + _ROWS_PER_STATEMENT])
@@ -109,6 +152,40 @@ class TaskTable:
                 for statement in statements[start : start + _STATEMENTS_PER_TRANSACTION]:
                     await cursor.execute(statement)
                 await connection.commit()
+
+
+# How each status's row looks: attempts, last_error, then the seconds after its creation of
+# its last update, its first claim and its completion (None: NULL).
+_SHAPES: dict[str, tuple[int, str, int, int | None, int | None]] = {
+    "COMPLETED": (1, "NULL", 8, 1, 8),
+    "FAILED": (5, "'simulated failure'", 60, 1, None),
+    "CANCELLED": (0, "NULL", 2, None, None),
+    "PENDING": (0, "NULL", 0, None, None),
+    "PROCESSING": (1, "NULL", 1, 1, None),
+}
+
+
+def _sql_time(value: datetime) -> str:
+    return "'" + value.replace(tzinfo=None).isoformat(" ", "microseconds") + "'"
+
+
+def _after(created: datetime, seconds: int | None) -> str:
+    return "NULL" if seconds is None else _sql_time(created + timedelta(seconds=seconds))
+
+
+def _history_row(task_id: str, status: str, created: datetime, lease: str) -> str:
+    """The VALUES of one task of the history, as its last transition left it; a PROCESSING
+    one holds a lease that outlasts the run."""
+    attempts, error, updated, started, completed = _SHAPES[status]
+    at = _sql_time(created)
+    times = ",".join(
+        (at, _after(created, updated), _after(created, started), _after(created, completed))
+    )
+    held = lease if status == "PROCESSING" else "NULL"
+    return (
+        f"('{task_id}','bench task','a row loaded by the benchmark','{status}',"
+        f"{attempts},{error},{times},{at},{held})"
+    )
 
 
 async def open_table(settings: Settings) -> TaskTable:

@@ -9,6 +9,12 @@ class ConfigurationError(TaskServiceError):
     """A setting is missing or invalid; the message is one line naming the variable."""
 
 
+class SchemaOutdated(ConfigurationError):
+    """The database answered, but its schema is not at the revision this code needs; the
+    message is one line naming `make migrate`. A service refuses to start on it: every
+    statement would fail on a missing column or table."""
+
+
 class TaskNotFound(TaskServiceError):
     def __init__(self, task_id: str) -> None:
         super().__init__(f"task {task_id} does not exist")
@@ -46,3 +52,22 @@ class TaskNotFailed(TaskServiceError):
         super().__init__(f"task {task_id} is {status}; only a FAILED task can be retried")
         self.task_id = task_id
         self.status = status
+
+
+class TaskNotCancellable(TaskServiceError):
+    """A final task cannot be cancelled."""
+
+    def __init__(self, task_id: str, status: str) -> None:
+        super().__init__(
+            f"task {task_id} is {status}; only a PENDING or PROCESSING task can be cancelled"
+        )
+        self.task_id = task_id
+        self.status = status
+
+
+class IdempotencyKeyReused(TaskServiceError):
+    """The Idempotency-Key was first sent with another request body."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__("this Idempotency-Key was already used with a different request body")
+        self.key = key

@@ -11,16 +11,37 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from common.messages import TaskMessage
-from common.tasks import Claim, NewTask, TaskRecord
+from common.tasks import (
+    Cancellation,
+    Claim,
+    IdempotencyKey,
+    NewTask,
+    TaskEvent,
+    TaskQuery,
+    TaskRecord,
+    TaskStatus,
+)
 
 PublishOne = Callable[[TaskRecord], Awaitable[bool]]
 
 
 class TaskRepository(Protocol):
-    """Storage for tasks. Every state change is one conditional UPDATE (common.tasks.TRANSITIONS)."""
+    """Storage for tasks. Every state change is one conditional UPDATE (common.tasks.TRANSITIONS)
+    and writes the task's event (common.tasks.EventKind) in the same transaction."""
 
     async def create(self, task: NewTask) -> TaskRecord:
-        """Insert the task as PENDING and not yet dispatched, in one statement."""
+        """Insert the task as PENDING and not yet dispatched."""
+        ...
+
+    async def create_idempotent(
+        self, task: NewTask, key: IdempotencyKey
+    ) -> tuple[TaskRecord, bool]:
+        """Create the task with `key`, or return the task the key already names and True.
+        Raises IdempotencyKeyReused when the key was stored with another fingerprint."""
+        ...
+
+    async def purge_idempotency_keys(self, *, limit: int) -> int:
+        """Delete up to `limit` expired idempotency keys; how many went."""
         ...
 
     async def get(self, task_id: str) -> TaskRecord | None: ...
@@ -58,6 +79,22 @@ class TaskRepository(Protocol):
         """FAILED -> PENDING with a fresh attempt budget, not yet dispatched (a re-drive).
         None when the task is not FAILED."""
         ...
+
+    async def cancel(self, task_id: str) -> Cancellation | None:
+        """PENDING or PROCESSING -> CANCELLED; None for an unknown task."""
+        ...
+
+    async def list_tasks(self, query: TaskQuery) -> tuple[list[TaskRecord], bool]:
+        """A page of tasks, newest first, and whether more follow."""
+        ...
+
+    async def count_by_status(self) -> dict[TaskStatus, int]: ...
+
+    async def events_after(self, task_id: str, after_id: int, *, limit: int) -> list[TaskEvent]:
+        """The task's events with an id above `after_id`, oldest first."""
+        ...
+
+    async def latest_event(self, task_id: str) -> TaskEvent | None: ...
 
     async def ping(self) -> None: ...
 

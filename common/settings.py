@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     dispatch_interval_seconds: float = Field(default=1.0, gt=0)
     dispatch_min_age_seconds: float = Field(default=2.0, ge=0)
     dispatch_batch_size: int = Field(default=200, ge=1, le=5000)
+    # The Retry-After of a 202: when a client that polls should first look at the task.
+    poll_after_seconds: int = Field(default=1, ge=1)
+    idempotency_key_ttl_hours: float = Field(default=24.0, gt=0, le=24 * 365)
+    # Expired keys are deleted this often, in batches of IDEMPOTENCY_PURGE_BATCH.
+    idempotency_purge_interval_seconds: float = Field(default=60.0, gt=0)
+    idempotency_purge_batch: int = Field(default=1000, ge=1, le=100_000)
+    # A comment line on an idle event stream, so that proxies keep it open.
+    events_heartbeat_seconds: float = Field(default=15.0, gt=0)
 
     processing_delay_min_seconds: float = Field(default=5.0, ge=0)
     processing_delay_max_seconds: float = Field(default=10.0, ge=0)

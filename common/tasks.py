@@ -18,25 +18,47 @@ class TaskStatus(enum.StrEnum):
     PROCESSING = "PROCESSING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
 
 
-FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+# The statuses a cancel moves to CANCELLED.
+CANCELLABLE_STATUSES = frozenset({TaskStatus.PENDING, TaskStatus.PROCESSING})
 
 # Every status a task may move to from each status. Each write a repository makes is one of
 # these moves, made by a conditional UPDATE on the source status.
 TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.PENDING: frozenset({TaskStatus.PROCESSING}),  # claimed by a worker
+    TaskStatus.PENDING: frozenset(
+        {
+            TaskStatus.PROCESSING,  # claimed by a worker
+            TaskStatus.CANCELLED,
+        }
+    ),
     TaskStatus.PROCESSING: frozenset(
         {
             TaskStatus.PROCESSING,  # taken over: the lease expired, or the message came back
             TaskStatus.COMPLETED,
             TaskStatus.PENDING,  # the attempt failed and will be retried
             TaskStatus.FAILED,  # the last attempt failed
+            TaskStatus.CANCELLED,  # the worker that holds it stops its work
         }
     ),
     TaskStatus.COMPLETED: frozenset(),
     TaskStatus.FAILED: frozenset({TaskStatus.PENDING}),  # re-driven
+    TaskStatus.CANCELLED: frozenset(),
 }
+
+
+class EventKind(enum.StrEnum):
+    """What a row of task_events records; each transition writes one."""
+
+    CREATED = "created"
+    STARTED = "started"  # claimed: an attempt begins
+    RETRY_SCHEDULED = "retry_scheduled"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REDRIVEN = "redriven"
 
 
 def may_move(source: TaskStatus, target: TaskStatus) -> bool:
@@ -65,6 +87,11 @@ class TaskRecord:
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    started_at: datetime | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
 
     @classmethod
     def pending(cls, task: NewTask, created_at: datetime) -> TaskRecord:
@@ -81,6 +108,54 @@ class TaskRecord:
             updated_at=created_at,
             completed_at=None,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """One row of task_events: the task just after one transition."""
+
+    event_id: int
+    task_id: str
+    kind: EventKind
+    status: TaskStatus
+    attempts: int
+    error: str | None
+    created_at: datetime
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class TaskQuery:
+    """A page of the task list: newest first, optionally only some statuses and a time range
+    (`created_after` inclusive, `created_before` exclusive), after a cursor's position."""
+
+    statuses: frozenset[TaskStatus] = frozenset()
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    after: tuple[datetime, str] | None = None  # (created_at, task_id) of the last row seen
+    limit: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """What a cancel did: the task as it is now, and the status it had before."""
+
+    record: TaskRecord
+    previous: TaskStatus
+    cancelled: bool  # False: the task was final already, and is left as it was
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """An Idempotency-Key as stored: whose, the key, and the request body's fingerprint."""
+
+    client: str
+    key: str
+    fingerprint: bytes  # SHA-256 of the body's canonical JSON
+    ttl_seconds: float
 
 
 class ClaimResult(enum.Enum):

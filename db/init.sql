@@ -1,13 +1,17 @@
 -- Schema for the task service. Runs inside the database it is given (no CREATE DATABASE / USE),
 -- and must load unchanged on MySQL 8.4 and MariaDB 10.11.
 -- All DATETIME values are UTC: every connection of the services sets time_zone = '+00:00'.
+--
+-- This is the schema at the newest migration (db/migrations), and it records that revision in
+-- alembic_version, so a database made from it is at head: `make migrate` has nothing to do.
+-- A test holds it equal to an empty database taken through every migration.
 
 CREATE TABLE IF NOT EXISTS tasks (
     id               VARCHAR(36)  NOT NULL,
     title            VARCHAR(255) NOT NULL,
     -- MEDIUMTEXT rather than TEXT: the API accepts 64 KiB of UTF-8, and TEXT stops at 65,535 bytes.
     description      MEDIUMTEXT,
-    status           ENUM('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED') NOT NULL DEFAULT 'PENDING',
+    status           ENUM('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED', 'CANCELLED') NOT NULL DEFAULT 'PENDING',
     metadata         JSON         NULL,
     -- How many times a worker has claimed the task; a claim is an attempt.
     attempts         INT UNSIGNED NOT NULL DEFAULT 0,
@@ -25,8 +29,57 @@ CREATE TABLE IF NOT EXISTS tasks (
     claim_token      CHAR(32)     NULL DEFAULT NULL,
     created_at       DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
     updated_at       DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+    -- The first claim's time (an attempt may start again later; this one stays).
+    started_at       DATETIME(6)  NULL DEFAULT NULL,
     completed_at     DATETIME(6)  NULL DEFAULT NULL,
     PRIMARY KEY (id),
-    KEY idx_tasks_status_created (status, created_at),
+    -- The list, newest first, paged by (created_at, id): one index for all tasks, one per
+    -- status (a list of several statuses reads each status's index and merges).
+    KEY idx_tasks_created (created_at, id),
+    KEY idx_tasks_status_created (status, created_at, id),
     KEY idx_tasks_undispatched (dispatched_at, updated_at)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
+
+-- Every transition of a task, written in the same transaction as the transition itself, so an
+-- event can be neither lost nor invented. The id orders all events (Server-Sent Events use it
+-- as the event id); a task's events are read by (task_id, id).
+CREATE TABLE IF NOT EXISTS task_events (
+    id         BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    task_id    VARCHAR(36)  NOT NULL,
+    -- created, started, retry_scheduled, completed, failed, cancelled, redriven
+    kind       VARCHAR(32)  NOT NULL,
+    -- The task's status and attempts just after the transition.
+    status     ENUM('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED', 'CANCELLED') NOT NULL,
+    attempts   INT UNSIGNED NOT NULL,
+    error      VARCHAR(500) NULL DEFAULT NULL,
+    created_at DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    PRIMARY KEY (id),
+    KEY idx_task_events_task (task_id, id)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
+
+-- Idempotency-Key of POST /api/tasks: the first request with a key stores it with the task it
+-- created, in the same transaction, so a key can never name a task that was not stored.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    -- Who sent it: the API key's name once keys are on, '' while the API runs open.
+    client      VARCHAR(64)  NOT NULL,
+    idem_key    VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    -- SHA-256 of the request body's canonical JSON: the same key with another body is refused.
+    fingerprint BINARY(32)   NOT NULL,
+    task_id     VARCHAR(36)  NOT NULL,
+    created_at  DATETIME(6)  NOT NULL,
+    expires_at  DATETIME(6)  NOT NULL,
+    PRIMARY KEY (client, idem_key),
+    KEY idx_idempotency_keys_expires (expires_at)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
+
+-- Alembic's own table, as `make migrate` creates it (on MySQL a primary key is always named
+-- PRIMARY, so Alembic's constraint name would change nothing), with the revision of this file.
+CREATE TABLE IF NOT EXISTS alembic_version (
+    version_num VARCHAR(32) NOT NULL,
+    PRIMARY KEY (version_num)
+);
+
+-- Only into an empty table, so that running this file again changes nothing. Keep the revision
+-- equal to the newest migration's (and to SCHEMA_REVISION in common/mysql/revision.py).
+INSERT INTO alembic_version (version_num)
+SELECT '0002' FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM alembic_version);

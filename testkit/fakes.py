@@ -8,14 +8,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from common.errors import BrokerUnavailable, DatabaseUnavailable
+from common.errors import BrokerUnavailable, DatabaseUnavailable, IdempotencyKeyReused
 from common.messages import TaskMessage
 from common.ports import PublishOne
 from common.tasks import (
+    CANCELLABLE_STATUSES,
     FINAL_STATUSES,
+    Cancellation,
     Claim,
     ClaimResult,
+    EventKind,
+    IdempotencyKey,
     NewTask,
+    TaskEvent,
+    TaskQuery,
     TaskRecord,
     TaskStatus,
     may_move,
@@ -31,6 +37,8 @@ class InMemoryTaskRepository:
         self.dispatched: set[str] = set()
         self.calls: list[str] = []
         self.failure: Exception | None = None  # raised by every call while set
+        self.events: list[TaskEvent] = []
+        self.keys: dict[tuple[str, str], tuple[bytes, str]] = {}
 
     def _enter(self, name: str) -> None:
         self.calls.append(name)
@@ -45,7 +53,33 @@ class InMemoryTaskRepository:
         now = datetime.now(UTC)
         record = TaskRecord.pending(task, now)
         self.rows[task.task_id] = record
+        self._event(task.task_id, EventKind.CREATED)
         return record
+
+    async def create_idempotent(
+        self, task: NewTask, key: IdempotencyKey
+    ) -> tuple[TaskRecord, bool]:
+        stored = self.keys.get((key.client, key.key))
+        if stored is None:
+            self.keys[(key.client, key.key)] = (key.fingerprint, task.task_id)
+            return await self.create(task), False
+        fingerprint, task_id = stored
+        if fingerprint != key.fingerprint:
+            raise IdempotencyKeyReused(key.key)
+        return self.rows[task_id], True
+
+    async def purge_idempotency_keys(self, *, limit: int) -> int:
+        self._enter("purge_idempotency_keys")
+        return 0
+
+    def _event(self, task_id: str, kind: EventKind) -> None:
+        row = self.rows[task_id]
+        error = row.last_error if kind in (EventKind.RETRY_SCHEDULED, EventKind.FAILED) else None
+        self.events.append(
+            TaskEvent(
+                len(self.events) + 1, task_id, kind, row.status, row.attempts, error, row.updated_at
+            )
+        )
 
     async def get(self, task_id: str) -> TaskRecord | None:
         self._enter("get")
@@ -90,7 +124,13 @@ class InMemoryTaskRepository:
             return Claim(ClaimResult.HELD_ELSEWHERE)
         self.leases[task_id] = now + timedelta(seconds=lease_seconds)
         self.dispatched.add(task_id)
-        self._update(task_id, status=TaskStatus.PROCESSING, attempts=row.attempts + 1)
+        self._update(
+            task_id,
+            status=TaskStatus.PROCESSING,
+            attempts=row.attempts + 1,
+            started_at=row.started_at or now,
+        )
+        self._event(task_id, EventKind.STARTED)
         return Claim(ClaimResult.CLAIMED, attempts=row.attempts + 1)
 
     async def complete(self, task_id: str) -> bool:
@@ -99,12 +139,15 @@ class InMemoryTaskRepository:
         return self._transition(
             task_id,
             TaskStatus.PROCESSING,
+            EventKind.COMPLETED,
             status=TaskStatus.COMPLETED,
             completed_at=now,
             updated_at=now,
         )
 
-    def _transition(self, task_id: str, source: TaskStatus, **changes: object) -> bool:
+    def _transition(
+        self, task_id: str, source: TaskStatus, kind: EventKind, **changes: object
+    ) -> bool:
         row = self.rows.get(task_id)
         if row is None or row.status is not source:
             return False
@@ -112,27 +155,79 @@ class InMemoryTaskRepository:
         assert isinstance(target, TaskStatus)
         assert may_move(source, target), (source, target)
         self._update(task_id, **changes)
+        self._event(task_id, kind)
         return True
 
     async def release_for_retry(self, task_id: str, error: str) -> bool:
         self._enter("release_for_retry")
         return self._transition(
-            task_id, TaskStatus.PROCESSING, status=TaskStatus.PENDING, last_error=error[:500]
+            task_id,
+            TaskStatus.PROCESSING,
+            EventKind.RETRY_SCHEDULED,
+            status=TaskStatus.PENDING,
+            last_error=error[:500],
         )
 
     async def fail(self, task_id: str, error: str) -> bool:
         self._enter("fail")
         return self._transition(
-            task_id, TaskStatus.PROCESSING, status=TaskStatus.FAILED, last_error=error[:500]
+            task_id,
+            TaskStatus.PROCESSING,
+            EventKind.FAILED,
+            status=TaskStatus.FAILED,
+            last_error=error[:500],
         )
 
     async def reset_failed(self, task_id: str) -> TaskRecord | None:
         self._enter("reset_failed")
         changed = self._transition(
-            task_id, TaskStatus.FAILED, status=TaskStatus.PENDING, attempts=0, last_error=None
+            task_id,
+            TaskStatus.FAILED,
+            EventKind.REDRIVEN,
+            status=TaskStatus.PENDING,
+            attempts=0,
+            last_error=None,
         )
         self.dispatched.discard(task_id)
         return self.rows[task_id] if changed else None
+
+    async def cancel(self, task_id: str) -> Cancellation | None:
+        self._enter("cancel")
+        row = self.rows.get(task_id)
+        if row is None:
+            return None
+        cancelled = row.status in CANCELLABLE_STATUSES and self._transition(
+            task_id, row.status, EventKind.CANCELLED, status=TaskStatus.CANCELLED
+        )
+        return Cancellation(self.rows[task_id], row.status, cancelled=cancelled)
+
+    async def list_tasks(self, query: TaskQuery) -> tuple[list[TaskRecord], bool]:
+        self._enter("list_tasks")
+        rows = sorted(self.rows.values(), key=lambda r: (r.created_at, r.task_id), reverse=True)
+        chosen = [
+            row
+            for row in rows
+            if (not query.statuses or row.status in query.statuses)
+            and (query.created_after is None or row.created_at >= query.created_after)
+            and (query.created_before is None or row.created_at < query.created_before)
+            and (query.after is None or (row.created_at, row.task_id) < query.after)
+        ]
+        return chosen[: query.limit], len(chosen) > query.limit
+
+    async def count_by_status(self) -> dict[TaskStatus, int]:
+        self._enter("count_by_status")
+        return {
+            status: sum(r.status is status for r in self.rows.values()) for status in TaskStatus
+        }
+
+    async def events_after(self, task_id: str, after_id: int, *, limit: int) -> list[TaskEvent]:
+        self._enter("events_after")
+        found = [e for e in self.events if e.task_id == task_id and e.event_id > after_id]
+        return found[:limit]
+
+    async def latest_event(self, task_id: str) -> TaskEvent | None:
+        self._enter("latest_event")
+        return next((e for e in reversed(self.events) if e.task_id == task_id), None)
 
     async def ping(self) -> None:
         self._enter("ping")

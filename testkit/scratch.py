@@ -74,6 +74,19 @@ class VhostAdmin:
 
 
 @asynccontextmanager
+async def scratch_database(script: str | None = None) -> AsyncIterator[DatabaseAddress]:
+    """A new database of its own, empty or loaded from `script`, dropped afterwards."""
+    address = replace(load_settings().database, database=scratch_name())
+    await create_database(address)
+    try:
+        if script is not None:
+            await load_schema(address, script)
+        yield address
+    finally:
+        await drop_database(address)
+
+
+@asynccontextmanager
 async def scratch_environment(**overrides: object) -> AsyncIterator[Settings]:
     """Settings pointing at a new database (loaded from db/init.sql) and a new vhost."""
     base = load_settings()

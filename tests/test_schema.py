@@ -38,7 +38,10 @@ async def test_tasks_table_has_the_spec_columns(settings: Settings) -> None:
         "completed_at",
     ):
         assert name in columns
-    assert columns["status"][2].lower() == "enum('pending','processing','completed','failed')"
+    assert (
+        columns["status"][2].lower()
+        == "enum('pending','processing','completed','failed','cancelled')"
+    )
     assert columns["completed_at"][0] == "YES"
     assert columns["title"][0] == "NO"
 
@@ -49,7 +52,7 @@ async def test_status_created_index_engine_and_charset(settings: Settings) -> No
         "SELECT column_name FROM information_schema.statistics WHERE table_schema = DATABASE()"
         " AND table_name = 'tasks' AND index_name = 'idx_tasks_status_created' ORDER BY seq_in_index",
     )
-    assert [row[0].lower() for row in index] == ["status", "created_at"]
+    assert [row[0].lower() for row in index] == ["status", "created_at", "id"]
     [(engine, collation)] = await query(
         settings.database,
         "SELECT engine, table_collation FROM information_schema.tables"

@@ -19,14 +19,18 @@ from api.middleware import BodySizeLimit, UnhandledErrors
 from api.openapi import install_openapi
 from api.problems import install_problem_handlers
 from api.routes import health_routes, task_routes
-from common.amqp import Broker
-from common.errors import ConfigurationError
+from common.amqp import Broker, Signal
+from common.errors import ConfigurationError, SchemaOutdated
 from common.heap import freeze_startup_objects
 from common.logs import configure_logging
 from common.mysql import Database, grouped_repository
+from common.mysql.revision import check_schema_at_start
+from common.notifying import NotifyingTaskRepository
 from common.settings import Settings, load_settings
 from services.backends import Backends
 from services.dispatcher import run_dispatcher
+from services.events import EventHub
+from services.housekeeping import run_key_purge
 
 logger = logging.getLogger("api")
 
@@ -38,44 +42,69 @@ Every error answer is an RFC 9457 problem (`application/problem+json`).
 
 
 def connected_backends(settings: Settings) -> Backends:
-    """MySQL, RabbitMQ (a link kept open in the background) and the outbox dispatcher.
+    """MySQL, RabbitMQ (a link kept open in the background), the outbox dispatcher and the
+    purge of expired idempotency keys.
 
     Neither dependency has to be up at start: requests get a 503 (database) or are queued
     through the outbox (broker) until it is, and /health says which one is missing.
     """
     database = Database(settings)
-    repository = grouped_repository(database)
+    grouped = grouped_repository(database)
     broker = Broker(settings, name="task-api")
+    # Each transition is broadcast to every API process, for its event streams.
+    repository = NotifyingTaskRepository(
+        grouped, lambda ids: broker.signals.send(Signal.CHANGED, ids)
+    )
+    events = EventHub()
+    broker.signals.listen(Signal.CHANGED, events.changed, on_listening=events.wake_all)
 
     @asynccontextmanager
     async def running() -> AsyncIterator[None]:
         await database.start()
         broker.start()
         await broker.wait_connected(settings.publish_timeout_seconds)
-        dispatcher = asyncio.create_task(
-            run_dispatcher(
-                repository=repository,
-                publisher=broker.publisher,
-                interval_seconds=settings.dispatch_interval_seconds,
-                min_age_seconds=settings.dispatch_min_age_seconds,
-                batch_size=settings.dispatch_batch_size,
+        background = [
+            asyncio.create_task(
+                run_dispatcher(
+                    repository=repository,
+                    publisher=broker.publisher,
+                    interval_seconds=settings.dispatch_interval_seconds,
+                    min_age_seconds=settings.dispatch_min_age_seconds,
+                    batch_size=settings.dispatch_batch_size,
+                ),
+                name="outbox-dispatcher",
             ),
-            name="outbox-dispatcher",
-        )
+            asyncio.create_task(
+                run_key_purge(
+                    repository=repository,
+                    interval_seconds=settings.idempotency_purge_interval_seconds,
+                    batch_size=settings.idempotency_purge_batch,
+                ),
+                name="idempotency-key-purge",
+            ),
+        ]
         freeze_startup_objects()
         logger.info("api started", extra={"queue": settings.task_queue, "broker": broker.connected})
         try:
             yield
         finally:
-            dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await dispatcher
-            await repository.flush_marks()
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await grouped.flush_marks()
             await broker.close()
             await database.close()
             logger.info("api stopped")
 
-    return Backends(repository=repository, publisher=broker.publisher, running=running)
+    return Backends(
+        repository=repository,
+        publisher=broker.publisher,
+        broadcast_cancel=lambda ids: broker.signals.send(Signal.CANCEL, ids),
+        events=events,
+        running=running,
+    )
 
 
 def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
@@ -93,7 +122,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    app.include_router(task_routes(backends))
+    app.include_router(task_routes(backends, settings))
     app.include_router(health_routes(backends))
     install_problem_handlers(app, retry_after_seconds=settings.retry_after_seconds)
     install_openapi(app)
@@ -115,6 +144,12 @@ def run() -> None:
     except ConfigurationError as exc:
         sys.exit(f"api: {exc}")
     configure_logging(service="api", level=settings.log_level, fmt=settings.log_format)
+    # An outdated schema is refused here, in one line, not in the lifespan (where uvicorn
+    # would print a traceback); a database that is down is only logged.
+    try:
+        asyncio.run(check_schema_at_start(settings))
+    except SchemaOutdated as exc:
+        sys.exit(f"api: {exc}")
     # Several processes share the port; each has its own pool, connection and dispatcher.
     app: FastAPI | str = (
         create_app(settings) if settings.api_workers == 1 else "main:create_app_from_environment"

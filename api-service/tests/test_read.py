@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -55,12 +56,14 @@ async def test_returns_the_task_with_iso_timestamps(
             created_at=datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
             updated_at=datetime(2026, 1, 2, 3, 4, 5, 999999, tzinfo=UTC),
             completed_at=datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC),
+            started_at=datetime(2026, 1, 2, 3, 4, 5, 500, tzinfo=UTC),
         ),
     ],
     ids=["pending", "every-field-set"],
 )
 def test_the_read_json_is_the_documented_models_json(record: TaskRecord) -> None:
-    fields = {name: getattr(record, name) for name in TaskPublic.model_fields}
+    fields: dict[str, Any] = {name: getattr(record, name, None) for name in TaskPublic.model_fields}
+    fields["events_url"] = f"/api/tasks/{record.task_id}/events"
     expected = json.loads(TaskPublic(**fields).model_dump_json())
     assert json.loads(TaskPublic.json_of(record)) == expected
 
@@ -120,7 +123,11 @@ async def test_unknown_route_is_404_problem(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("DELETE", f"/api/tasks/{TASK_ID}"), ("PUT", "/api/tasks"), ("GET", "/api/tasks")],
+    [
+        ("DELETE", f"/api/tasks/{TASK_ID}"),
+        ("PUT", "/api/tasks"),
+        ("GET", f"/api/tasks/{TASK_ID}/cancel"),
+    ],
 )
 async def test_wrong_method_is_405_problem(
     client: httpx.AsyncClient, method: str, path: str
@@ -168,8 +175,13 @@ async def test_openapi_documents_examples_and_problem_answers(client: httpx.Asyn
     assert "404" in get["responses"]
     assert "examples" in document["components"]["schemas"]["TaskPublic"]
     assert "Problem" in document["components"]["schemas"]
-    # Bad input is a 400 here, never FastAPI's 422, and the document says so.
-    assert '"422"' not in json.dumps(document)
+    # Bad input is a 400 here, never FastAPI's 422, and the document says so: the only
+    # 422 is a reused Idempotency-Key, a problem like the others.
+    assert (
+        post["responses"]["422"]["content"]["application/problem+json"]["example"]["status"] == 422
+    )
+    with_422 = [path for path, ops in document["paths"].items() if '"422"' in json.dumps(ops)]
+    assert with_422 == ["/api/tasks"]
     assert "HTTPValidationError" not in document["components"]["schemas"]
 
 

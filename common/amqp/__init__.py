@@ -9,6 +9,7 @@ publishing with a confirm per message is private to it (common.amqp._confirms).
 
 from common.amqp.broker import Broker
 from common.amqp.publisher import AmqpTaskPublisher
+from common.amqp.signals import Signal, Signals
 from common.amqp.topology import Topology
 
-__all__ = ["AmqpTaskPublisher", "Broker", "Topology"]
+__all__ = ["AmqpTaskPublisher", "Broker", "Signal", "Signals", "Topology"]

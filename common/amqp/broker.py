@@ -16,6 +16,7 @@ from common.amqp.consumer import (
 )
 from common.amqp.link import BrokerLink, BrokerSession
 from common.amqp.publisher import AmqpTaskPublisher
+from common.amqp.signals import Signals
 from common.amqp.topology import Topology
 from common.errors import BrokerUnavailable
 from common.settings import Settings
@@ -29,6 +30,7 @@ class Broker:
         self.topology = Topology.from_settings(settings)
         self._timeout = settings.publish_timeout_seconds
         self.publisher = AmqpTaskPublisher(self.topology, timeout=self._timeout)
+        self.signals = Signals(settings.task_queue, timeout=self._timeout)
         self._link = BrokerLink(settings, name=name, on_connect=self._on_connect)
         self._consumer: tuple[OnDelivery, int] | None = None
         self._subscription: Subscription | None = None
@@ -69,6 +71,7 @@ class Broker:
         channel = await session.channel(publisher_confirms=True)
         await self.topology.declare(channel)
         self.publisher.attach(session, channel)
+        await self.signals.attach(await session.channel())
         self._subscription = None
         if self._consumer is not None:
             on_delivery, prefetch = self._consumer

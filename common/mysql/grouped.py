@@ -17,7 +17,16 @@ from common.batching import BackgroundBatcher, Batcher
 from common.errors import DatabaseRefused, DatabaseUnavailable
 from common.mysql.repository import ClaimRequest, MySQLTaskRepository
 from common.ports import PublishOne
-from common.tasks import Claim, NewTask, TaskRecord
+from common.tasks import (
+    Cancellation,
+    Claim,
+    IdempotencyKey,
+    NewTask,
+    TaskEvent,
+    TaskQuery,
+    TaskRecord,
+    TaskStatus,
+)
 
 
 class GroupedTaskRepository:
@@ -92,6 +101,29 @@ class GroupedTaskRepository:
 
     async def reset_failed(self, task_id: str) -> TaskRecord | None:
         return await self.inner.reset_failed(task_id)
+
+    async def create_idempotent(
+        self, task: NewTask, key: IdempotencyKey
+    ) -> tuple[TaskRecord, bool]:
+        return await self.inner.create_idempotent(task, key)
+
+    async def purge_idempotency_keys(self, *, limit: int) -> int:
+        return await self.inner.purge_idempotency_keys(limit=limit)
+
+    async def cancel(self, task_id: str) -> Cancellation | None:
+        return await self.inner.cancel(task_id)
+
+    async def list_tasks(self, query: TaskQuery) -> tuple[list[TaskRecord], bool]:
+        return await self.inner.list_tasks(query)
+
+    async def count_by_status(self) -> dict[TaskStatus, int]:
+        return await self.inner.count_by_status()
+
+    async def events_after(self, task_id: str, after_id: int, *, limit: int) -> list[TaskEvent]:
+        return await self.inner.events_after(task_id, after_id, limit=limit)
+
+    async def latest_event(self, task_id: str) -> TaskEvent | None:
+        return await self.inner.latest_event(task_id)
 
     async def ping(self) -> None:
         await self.inner.ping()

@@ -10,22 +10,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
-from common.errors import DatabaseUnavailable
-from common.mysql.connection import Database
+from common.errors import DatabaseUnavailable, IdempotencyKeyReused
+from common.mysql.connection import Database, Transaction
 from common.mysql.errors import is_deadlock
+from common.mysql.events import EVENT_COLUMNS, event_of, in_clause, record_events
 from common.ports import PublishOne
-from common.tasks import FINAL_STATUSES, Claim, ClaimResult, NewTask, TaskRecord, TaskStatus
+from common.tasks import (
+    CANCELLABLE_STATUSES,
+    FINAL_STATUSES,
+    Cancellation,
+    Claim,
+    ClaimResult,
+    EventKind,
+    IdempotencyKey,
+    NewTask,
+    TaskEvent,
+    TaskQuery,
+    TaskRecord,
+    TaskStatus,
+)
 
 logger = logging.getLogger(__name__)
 
 _DEADLOCK_ATTEMPTS = 3
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +51,7 @@ class ClaimRequest:
 
 _COLUMNS = (
     "id, title, description, status, metadata, attempts, last_error,"
-    " created_at, updated_at, completed_at"
+    " created_at, updated_at, completed_at, started_at"
 )
 
 
@@ -46,7 +61,7 @@ def _utc(value: datetime | None) -> datetime | None:
 
 def _record(row: tuple[Any, ...]) -> TaskRecord:
     task_id, title, description, status, metadata, attempts, last_error, *times = row
-    created_at, updated_at, completed_at = (_utc(value) for value in times)
+    created_at, updated_at, completed_at, started_at = (_utc(value) for value in times)
     assert created_at is not None
     assert updated_at is not None
     return TaskRecord(
@@ -60,11 +75,8 @@ def _record(row: tuple[Any, ...]) -> TaskRecord:
         created_at=created_at,
         updated_at=updated_at,
         completed_at=completed_at,
+        started_at=started_at,
     )
-
-
-def _in_clause(count: int) -> str:
-    return ", ".join(["%s"] * count)
 
 
 def _claim_of(row: tuple[Any, ...] | None, token: str, already_granted: bool) -> Claim:
@@ -88,6 +100,61 @@ def _claims_of_one(requests: Sequence[ClaimRequest], *, attempts: int) -> list[C
     ]
 
 
+def _list_statement(query: TaskQuery, status: TaskStatus | None) -> tuple[str, list[object]]:
+    """One index range, read backwards: (status,) created_at, id."""
+    conditions: list[str] = []
+    args: list[object] = []
+    if status is not None:
+        conditions.append("status = %s")
+        args.append(status.value)
+    if query.created_after is not None:
+        conditions.append("created_at >= %s")
+        args.append(_naive(query.created_after))
+    if query.created_before is not None:
+        conditions.append("created_at < %s")
+        args.append(_naive(query.created_before))
+    if query.after is not None:
+        # Written so that both servers see a range on created_at (a row comparison is not
+        # always one), then the tie on id.
+        created_at, task_id = query.after
+        conditions.append("created_at <= %s AND (created_at < %s OR id < %s)")
+        args += [_naive(created_at), _naive(created_at), task_id]
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    index = "idx_tasks_created" if status is None else "idx_tasks_status_created"
+    args.append(query.limit + 1)
+    return (
+        f"SELECT {_COLUMNS} FROM tasks FORCE INDEX ({index}){where}"
+        " ORDER BY created_at DESC, id DESC LIMIT %s",
+        args,
+    )
+
+
+def _naive(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+async def _insert_tasks(transaction: Transaction, tasks: Sequence[NewTask], now: datetime) -> None:
+    """The tasks' rows and their `created` events, in the caller's transaction."""
+    naive = now.replace(tzinfo=None)
+    values: list[object] = []
+    events: list[object] = []
+    for task in tasks:
+        metadata = None if task.metadata is None else orjson.dumps(task.metadata).decode()
+        values += [task.task_id, task.title, task.description, metadata, naive, naive]
+        events += [task.task_id, naive]
+    rows = ", ".join(["(%s, %s, %s, 'PENDING', %s, %s, %s)"] * len(tasks))
+    await transaction.execute(
+        "INSERT INTO tasks (id, title, description, status, metadata, created_at, updated_at)"
+        f" VALUES {rows}",
+        values,
+    )
+    await transaction.execute(
+        "INSERT INTO task_events (task_id, kind, status, attempts, created_at) VALUES "
+        + ", ".join(["(%s, 'created', 'PENDING', 0, %s)"] * len(tasks)),
+        events,
+    )
+
+
 class MySQLTaskRepository:
     """The TaskRepository port on the process's Database."""
 
@@ -108,26 +175,94 @@ class MySQLTaskRepository:
                 logger.info("statement retried after a deadlock", extra={"attempt": attempt + 1})
         raise AssertionError("unreachable")
 
+    async def _in_transaction(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
+        """`work` in one transaction, run again (up to three times in all) when the server
+        rolled it back as a deadlock victim."""
+        for attempt in range(_DEADLOCK_ATTEMPTS):
+            try:
+                async with self._database.transaction() as transaction:
+                    return await work(transaction)
+            except DatabaseUnavailable as exc:
+                if not is_deadlock(exc) or attempt == _DEADLOCK_ATTEMPTS - 1:
+                    raise
+                logger.info("transaction retried after a deadlock", extra={"attempt": attempt + 1})
+        raise AssertionError("unreachable")
+
     async def create(self, task: NewTask) -> TaskRecord:
         [record] = await self.create_many([task])
         return record
 
     async def create_many(self, tasks: Sequence[NewTask]) -> list[TaskRecord]:
-        """Insert the tasks as PENDING and undispatched, in one statement: all or none."""
-        # The timestamp is taken here so that the insert is the only round trip.
+        """Insert the tasks as PENDING and undispatched, with their `created` events, in one
+        transaction: all or none."""
+        now = datetime.now(UTC)
+
+        async def insert(transaction: Transaction) -> None:
+            await _insert_tasks(transaction, tasks, now)
+
+        await self._in_transaction(insert)
+        return [TaskRecord.pending(task, now) for task in tasks]
+
+    async def create_idempotent(
+        self, task: NewTask, key: IdempotencyKey
+    ) -> tuple[TaskRecord, bool]:
+        """Create the task and store `key` with it in one transaction, unless the key (not
+        expired) is stored already: then the task it names, and True (a replay).
+
+        A request that comes while the first one with its key is being written waits on the
+        key's row lock, then sees it: two requests never make two tasks. The same key with
+        another body raises IdempotencyKeyReused.
+        """
         now = datetime.now(UTC)
         naive = now.replace(tzinfo=None)
-        values: list[object] = []
-        for task in tasks:
-            metadata = None if task.metadata is None else orjson.dumps(task.metadata).decode()
-            values += [task.task_id, task.title, task.description, metadata, naive, naive]
-        rows = ", ".join(["(%s, %s, %s, 'PENDING', %s, %s, %s)"] * len(tasks))
-        await self._execute(
-            "INSERT INTO tasks (id, title, description, status, metadata, created_at, updated_at)"
-            f" VALUES {rows}",
-            values,
+        ttl = int(key.ttl_seconds * 1_000_000)
+
+        async def store(transaction: Transaction) -> str | None:
+            # No DELETE of an expired key first: on a key not yet stored, two of those would
+            # each take the gap lock the other's INSERT waits for (a deadlock). On a
+            # duplicate, this INSERT waits for the first one's commit, then locks its row.
+            inserted = await transaction.execute(
+                "INSERT INTO idempotency_keys"
+                " (client, idem_key, fingerprint, task_id, created_at, expires_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s + INTERVAL %s MICROSECOND)"
+                " ON DUPLICATE KEY UPDATE idem_key = idem_key",
+                (key.client, key.key, key.fingerprint, task.task_id, naive, naive, ttl),
+            )
+            if not inserted:
+                await transaction.execute(
+                    "SELECT fingerprint, task_id, expires_at < UTC_TIMESTAMP(6)"
+                    " FROM idempotency_keys WHERE client = %s AND idem_key = %s FOR UPDATE",
+                    (key.client, key.key),
+                )
+                [(fingerprint, task_id, expired)] = await transaction.fetchall()
+                if not expired:
+                    if bytes(fingerprint) != key.fingerprint:
+                        raise IdempotencyKeyReused(key.key)
+                    return str(task_id)
+                await transaction.execute(  # expired: the key is free again
+                    "UPDATE idempotency_keys SET fingerprint = %s, task_id = %s,"
+                    " created_at = %s, expires_at = %s + INTERVAL %s MICROSECOND"
+                    " WHERE client = %s AND idem_key = %s",
+                    (key.fingerprint, task.task_id, naive, naive, ttl, key.client, key.key),
+                )
+            await _insert_tasks(transaction, [task], now)
+            return None
+
+        replayed_id = await self._in_transaction(store)
+        if replayed_id is None:
+            return TaskRecord.pending(task, now), False
+        record = await self.get(replayed_id)
+        if record is None:  # tasks are never deleted; a key always names a stored task
+            raise DatabaseUnavailable(f"idempotency key names a missing task {replayed_id}")
+        return record, True
+
+    async def purge_idempotency_keys(self, *, limit: int) -> int:
+        """Delete up to `limit` expired keys, oldest first; how many went."""
+        return await self._execute(
+            "DELETE FROM idempotency_keys WHERE expires_at < UTC_TIMESTAMP(6)"
+            " ORDER BY expires_at LIMIT %s",
+            (limit,),
         )
-        return [TaskRecord.pending(task, now) for task in tasks]
 
     async def get(self, task_id: str) -> TaskRecord | None:
         [record] = await self.get_many([task_id])
@@ -138,7 +273,7 @@ class MySQLTaskRepository:
         ids = sorted(set(task_ids))
         async with self._database.cursor() as cursor:
             await cursor.execute(
-                f"SELECT {_COLUMNS} FROM tasks WHERE id IN ({_in_clause(len(ids))})", ids
+                f"SELECT {_COLUMNS} FROM tasks WHERE id IN ({in_clause(len(ids))})", ids
             )
             found = {row[0]: _record(row) for row in await cursor.fetchall()}
         return [found.get(task_id) for task_id in task_ids]
@@ -149,7 +284,7 @@ class MySQLTaskRepository:
             # idx_tasks_undispatched and lock the very gap new tasks are inserted into.
             await self._execute(
                 "UPDATE tasks SET dispatched_at = COALESCE(dispatched_at, UTC_TIMESTAMP(6))"
-                f" WHERE id IN ({_in_clause(len(task_ids))})",
+                f" WHERE id IN ({in_clause(len(task_ids))})",
                 list(task_ids),
             )
 
@@ -177,7 +312,7 @@ class MySQLTaskRepository:
             if confirmed:
                 await transaction.execute(
                     "UPDATE tasks SET dispatched_at = UTC_TIMESTAMP(6)"
-                    f" WHERE id IN ({_in_clause(len(confirmed))})",
+                    f" WHERE id IN ({in_clause(len(confirmed))})",
                     confirmed,
                 )
         return len(confirmed)
@@ -198,26 +333,37 @@ class MySQLTaskRepository:
         ids = sorted({request.task_id for request in requests})
         stealing = sorted({r.task_id for r in requests if r.steal}) or [""]
         token = uuid.uuid4().hex
-        async with self._database.cursor() as cursor:
+
+        async def claim(transaction: Transaction) -> int | dict[str, tuple[Any, ...]]:
             # LAST_INSERT_ID(expr) hands the new attempt count back in the OK packet: for a
             # batch of one task (the usual case below saturation) no read-back is needed.
-            await cursor.execute(
+            claimed = await transaction.execute(
                 "UPDATE tasks SET status = 'PROCESSING', attempts = LAST_INSERT_ID(attempts + 1),"
                 " lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND,"
-                " dispatched_at = COALESCE(dispatched_at, UTC_TIMESTAMP(6)), claim_token = %s"
-                f" WHERE id IN ({_in_clause(len(ids))}) AND (status = 'PENDING'"
+                " dispatched_at = COALESCE(dispatched_at, UTC_TIMESTAMP(6)), claim_token = %s,"
+                " started_at = COALESCE(started_at, UTC_TIMESTAMP(6))"
+                f" WHERE id IN ({in_clause(len(ids))}) AND (status = 'PENDING'"
                 " OR (status = 'PROCESSING' AND (lease_expires_at IS NULL"
                 " OR lease_expires_at < UTC_TIMESTAMP(6)"
-                f" OR id IN ({_in_clause(len(stealing))}))))",
+                f" OR id IN ({in_clause(len(stealing))}))))",
                 [int(lease_seconds * 1_000_000), token, *ids, *stealing],
             )
-            if len(ids) == 1 and cursor.rowcount == 1:
-                return _claims_of_one(requests, attempts=int(cursor.lastrowid))
-            await cursor.execute(
-                f"SELECT id, status, attempts, claim_token FROM tasks WHERE id IN ({_in_clause(len(ids))})",
+            attempts = transaction.last_insert_id
+            if claimed:
+                await record_events(transaction, EventKind.STARTED, ids, token=token)
+            if len(ids) == 1 and claimed == 1:
+                return attempts
+            await transaction.execute(
+                "SELECT id, status, attempts, claim_token FROM tasks"
+                f" WHERE id IN ({in_clause(len(ids))})",
                 ids,
             )
-            rows = {row[0]: row[1:] for row in await cursor.fetchall()}
+            return {row[0]: row[1:] for row in await transaction.fetchall()}
+
+        found = await self._in_transaction(claim)
+        if isinstance(found, int):
+            return _claims_of_one(requests, attempts=found)
+        rows = found
         claims: list[Claim] = []
         granted: set[str] = set()
         for request in requests:
@@ -235,54 +381,146 @@ class MySQLTaskRepository:
         first time it is named, if named twice)."""
         ids = sorted(set(task_ids))
         token = uuid.uuid4().hex
-        async with self._database.cursor() as cursor:
-            await cursor.execute(
+
+        async def complete(transaction: Transaction) -> set[str]:
+            changed = await transaction.execute(
                 "UPDATE tasks SET status = 'COMPLETED', completed_at = UTC_TIMESTAMP(6),"
                 " lease_expires_at = NULL, claim_token = %s"
-                f" WHERE id IN ({_in_clause(len(ids))}) AND status = 'PROCESSING'",
+                f" WHERE id IN ({in_clause(len(ids))}) AND status = 'PROCESSING'",
                 [token, *ids],
             )
-            if not cursor.rowcount:
-                return [False] * len(task_ids)
+            if not changed:
+                return set()
+            await record_events(transaction, EventKind.COMPLETED, ids, token=token)
             if len(ids) == 1:  # one task, and this statement completed it
-                return [index == 0 for index in range(len(task_ids))]
-            await cursor.execute(
-                f"SELECT id FROM tasks WHERE id IN ({_in_clause(len(ids))})"
+                return set(ids)
+            await transaction.execute(
+                f"SELECT id FROM tasks WHERE id IN ({in_clause(len(ids))})"
                 " AND claim_token = %s AND status = 'COMPLETED'",
                 [*ids, token],
             )
-            completed = {row[0] for row in await cursor.fetchall()}
+            return {row[0] for row in await transaction.fetchall()}
+
+        completed = await self._in_transaction(complete)
         results = []
         for task_id in task_ids:
             results.append(task_id in completed)
             completed.discard(task_id)
         return results
 
+    async def _transition(
+        self, kind: EventKind, task_id: str, sql: str, args: Sequence[object]
+    ) -> bool:
+        """One conditional UPDATE of one task and, if it moved, its event."""
+
+        async def move(transaction: Transaction) -> bool:
+            if not await transaction.execute(sql, args):
+                return False
+            await record_events(transaction, kind, [task_id])
+            return True
+
+        return await self._in_transaction(move)
+
     async def release_for_retry(self, task_id: str, error: str) -> bool:
-        return bool(
-            await self._execute(
-                "UPDATE tasks SET status = 'PENDING', last_error = %s, lease_expires_at = NULL"
-                " WHERE id = %s AND status = 'PROCESSING'",
-                (error[:500], task_id),
-            )
+        return await self._transition(
+            EventKind.RETRY_SCHEDULED,
+            task_id,
+            "UPDATE tasks SET status = 'PENDING', last_error = %s, lease_expires_at = NULL"
+            " WHERE id = %s AND status = 'PROCESSING'",
+            (error[:500], task_id),
         )
 
     async def fail(self, task_id: str, error: str) -> bool:
-        return bool(
-            await self._execute(
-                "UPDATE tasks SET status = 'FAILED', last_error = %s, lease_expires_at = NULL"
-                " WHERE id = %s AND status = 'PROCESSING'",
-                (error[:500], task_id),
-            )
+        return await self._transition(
+            EventKind.FAILED,
+            task_id,
+            "UPDATE tasks SET status = 'FAILED', last_error = %s, lease_expires_at = NULL"
+            " WHERE id = %s AND status = 'PROCESSING'",
+            (error[:500], task_id),
         )
 
     async def reset_failed(self, task_id: str) -> TaskRecord | None:
-        changed = await self._execute(
+        changed = await self._transition(
+            EventKind.REDRIVEN,
+            task_id,
             "UPDATE tasks SET status = 'PENDING', attempts = 0, last_error = NULL,"
             " dispatched_at = NULL, completed_at = NULL WHERE id = %s AND status = 'FAILED'",
             (task_id,),
         )
         return await self.get(task_id) if changed else None
+
+    async def cancel(self, task_id: str) -> Cancellation | None:
+        """PENDING or PROCESSING -> CANCELLED, with its event; None for an unknown task. A
+        final task is left as it is (`cancelled` False). The row is locked first, so the
+        status it had is the one the cancel moved it from."""
+
+        async def cancel(transaction: Transaction) -> TaskStatus | None:
+            await transaction.execute(
+                "SELECT status FROM tasks WHERE id = %s FOR UPDATE", (task_id,)
+            )
+            rows = await transaction.fetchall()
+            if not rows:
+                return None
+            status = TaskStatus(rows[0][0])
+            if status in CANCELLABLE_STATUSES:
+                await transaction.execute(
+                    "UPDATE tasks SET status = 'CANCELLED', lease_expires_at = NULL,"
+                    " claim_token = NULL WHERE id = %s",
+                    (task_id,),
+                )
+                await record_events(transaction, EventKind.CANCELLED, [task_id])
+            return status
+
+        previous = await self._in_transaction(cancel)
+        if previous is None:
+            return None
+        record = await self.get(task_id)
+        assert record is not None  # tasks are never deleted
+        return Cancellation(record, previous, cancelled=previous in CANCELLABLE_STATUSES)
+
+    async def list_tasks(self, query: TaskQuery) -> tuple[list[TaskRecord], bool]:
+        """A page of the list, newest first, and whether there is more after it.
+
+        Each status is read from its own index in (created_at, id) order (all tasks from
+        idx_tasks_created), `limit + 1` rows at most, so the cost depends on the page size,
+        never on how deep the page is; several statuses are merged here.
+        """
+        statuses: list[TaskStatus | None] = [*sorted(query.statuses)] or [None]
+        rows: list[TaskRecord] = []
+        async with self._database.cursor() as cursor:
+            for status in statuses:
+                sql, args = _list_statement(query, status)
+                await cursor.execute(sql, args)
+                rows += [_record(row) for row in await cursor.fetchall()]
+        rows.sort(key=lambda record: (record.created_at, record.task_id), reverse=True)
+        return rows[: query.limit], len(rows) > query.limit
+
+    async def count_by_status(self) -> dict[TaskStatus, int]:
+        """How many tasks have each status (0 included), from idx_tasks_status_created."""
+        async with self._database.cursor() as cursor:
+            await cursor.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status")
+            found = {TaskStatus(status): int(count) for status, count in await cursor.fetchall()}
+        return {status: found.get(status, 0) for status in TaskStatus}
+
+    async def events_after(self, task_id: str, after_id: int, *, limit: int) -> list[TaskEvent]:
+        """The task's events with an id above `after_id`, oldest first."""
+        async with self._database.cursor() as cursor:
+            await cursor.execute(
+                f"SELECT {EVENT_COLUMNS} FROM task_events WHERE task_id = %s AND id > %s"
+                " ORDER BY id LIMIT %s",
+                (task_id, after_id, limit),
+            )
+            return [event_of(row) for row in await cursor.fetchall()]
+
+    async def latest_event(self, task_id: str) -> TaskEvent | None:
+        async with self._database.cursor() as cursor:
+            await cursor.execute(
+                f"SELECT {EVENT_COLUMNS} FROM task_events WHERE task_id = %s"
+                " ORDER BY id DESC LIMIT 1",
+                (task_id,),
+            )
+            rows = await cursor.fetchall()
+        return event_of(rows[0]) if rows else None
 
     async def ping(self) -> None:
         async with self._database.cursor() as cursor:

@@ -1,7 +1,10 @@
-"""`python -m common.mysql.schema` (`make db`): create the database in DATABASE_URL if missing
-and load db/init.sql.
+"""`python -m common.mysql.schema` (the first step of `make db`): create the database in
+DATABASE_URL if missing. Its tables come from the migrations (`make migrate`, db/migrations),
+which also bring an existing database forward; loading db/init.sql into a database that has
+older tables would leave them old (CREATE TABLE IF NOT EXISTS).
 
-Also used by the tests to make and drop scratch databases, and to look into them.
+Also used by the tests to make and drop scratch databases, to load db/init.sql into a new one
+(the schema at head, faster than migrating), and to look into them.
 """
 
 from __future__ import annotations
@@ -80,18 +83,13 @@ async def load_schema(address: DatabaseAddress, script: str | None = None) -> No
     await _execute(address, split_statements(text), database=True)
 
 
-async def _setup(address: DatabaseAddress) -> None:
-    await create_database(address)
-    await load_schema(address)
-
-
 def main() -> None:
     try:
         address = load_settings().database
     except ConfigurationError as exc:
         sys.exit(str(exc))
-    asyncio.run(_setup(address))
-    sys.stdout.write(f"database {address.database} on {address.host}:{address.port} is ready\n")
+    asyncio.run(create_database(address))
+    sys.stdout.write(f"database {address.database} on {address.host}:{address.port} exists\n")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,13 @@ import signal
 import sys
 from pathlib import Path
 
-from common.amqp import Broker
-from common.errors import ConfigurationError
+from common.amqp import Broker, Signal
+from common.errors import ConfigurationError, SchemaOutdated
 from common.heap import freeze_startup_objects
 from common.logs import configure_logging
 from common.mysql import Database, grouped_repository
+from common.mysql.revision import check_schema_at_start
+from common.notifying import NotifyingTaskRepository
 from common.settings import Settings, load_settings
 from common.supervision import run_forever
 from services.consumer import TaskConsumer
@@ -43,8 +45,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Consume until `stop` is set, let in-flight tasks finish (within the grace), close."""
     database = Database(settings)
     broker = Broker(settings, name="task-worker")
+    # Each transition is broadcast to the API processes, for their event streams.
+    repository = NotifyingTaskRepository(
+        grouped_repository(database), lambda ids: broker.signals.send(Signal.CHANGED, ids)
+    )
     consumer = TaskConsumer(
-        repository=grouped_repository(database),
+        repository=repository,
         work=simulated_work(
             settings.processing_delay_min_seconds,
             settings.processing_delay_max_seconds,
@@ -57,6 +63,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         unknown_task_max_lookups=settings.unknown_task_max_lookups,
     )
     broker.consume(consumer.on_delivery, prefetch=settings.worker_concurrency)
+    broker.signals.listen(
+        Signal.CANCEL,
+        consumer.running.cancel,
+        on_listening=lambda: consumer.running.catch_up(repository),
+    )
     await database.start()
     broker.start()
     heartbeat = asyncio.create_task(_heartbeat(settings.worker_heartbeat_file, broker))
@@ -96,6 +107,11 @@ def run() -> None:
     except ConfigurationError as exc:
         sys.exit(f"worker: {exc}")
     configure_logging(service="worker", level=settings.log_level, fmt=settings.log_format)
+    # An outdated schema is refused in one line; a database that is down is only logged.
+    try:
+        asyncio.run(check_schema_at_start(settings))
+    except SchemaOutdated as exc:
+        sys.exit(f"worker: {exc}")
     asyncio.run(_main(settings))
 
 

@@ -16,6 +16,7 @@ from common.tasks import NewTask, TaskStatus
 from models.outcomes import Outcome
 from services.consumer import TaskConsumer
 from services.processor import error_summary, process_task
+from services.running import RunningWork
 from services.work import SimulatedFailure, simulated_work
 from testkit.fakes import InMemoryTaskRepository, RecordingPublisher
 from testkit.polling import wait_until
@@ -46,6 +47,7 @@ async def process(
         max_attempts=3,
         lease_seconds=60,
         take_over=take_over,
+        running=RunningWork(),
     )
     return result.outcome
 

@@ -1,4 +1,4 @@
-"""What the routes take from the request: the task body.
+"""What the routes take from the request: the task body, the list's query, the headers.
 
 The hot routes take the `Request` alone and call these directly instead of declaring
 FastAPI dependencies: solving dependencies and validating a parsed dict cost more than
@@ -12,7 +12,8 @@ from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from models.tasks import TaskCreate
+from models.tasks import TaskCreate, TaskListQuery
+from services.idempotency import InvalidIdempotencyKey, parse_idempotency_key
 
 
 def require_json_body(request: Request) -> None:
@@ -35,3 +36,42 @@ async def task_create_body(request: Request) -> TaskCreate:
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in errors]
         ) from None
+
+
+def _invalid(location: str, name: str, message: str, value: object) -> RequestValidationError:
+    return RequestValidationError(
+        [{"loc": (location, name), "msg": message, "type": "value_error", "input": value}]
+    )
+
+
+def task_list_query(request: Request) -> TaskListQuery:
+    """The query string of `GET /api/tasks`; `status` may be given several times."""
+    params: dict[str, object] = dict(request.query_params)
+    params["status"] = request.query_params.getlist("status")
+    try:
+        return TaskListQuery.model_validate(params)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise RequestValidationError(
+            [{**error, "loc": ("query", *error["loc"][:1])} for error in errors]
+        ) from None
+
+
+def idempotency_key(request: Request) -> str | None:
+    value = request.headers.get("idempotency-key")
+    if value is None:
+        return None
+    try:
+        return parse_idempotency_key(value)
+    except InvalidIdempotencyKey as exc:
+        raise _invalid("header", "Idempotency-Key", str(exc), value) from None
+
+
+def last_event_id(request: Request) -> int | None:
+    """Last-Event-ID, which an EventSource sends when it reconnects: an event id we sent."""
+    value = request.headers.get("last-event-id")
+    if value is None or value == "":
+        return None
+    if not value.isascii() or not value.isdigit() or len(value) > 19:
+        raise _invalid("header", "Last-Event-ID", "must be an event id (a whole number)", value)
+    return int(value)

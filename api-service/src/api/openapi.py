@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from models.problems import Problem
-from models.tasks import TaskCreate
+from models.tasks import TaskCreate, TaskEventPublic
 
 _EXAMPLES: dict[int, dict[str, Any]] = {
     400: {
@@ -48,6 +48,13 @@ _EXAMPLES: dict[int, dict[str, Any]] = {
         "detail": "Content-Type must be application/json.",
         "instance": "/api/tasks",
     },
+    422: {
+        "type": "/problems/idempotency-key-reused",
+        "title": "Idempotency-Key reused",
+        "status": 422,
+        "detail": "this Idempotency-Key was already used with a different request body",
+        "instance": "/api/tasks",
+    },
     500: {
         "type": "about:blank",
         "title": "Internal Server Error",
@@ -66,7 +73,8 @@ _EXAMPLES: dict[int, dict[str, Any]] = {
 _DESCRIPTIONS = {
     400: "Malformed JSON, or a body that breaks the rules (each bad field is listed).",
     404: "No task has this id.",
-    409: "The task is not FAILED, so there is nothing to retry.",
+    409: "The task's status does not allow this; `task_status` says what it is.",
+    422: "The Idempotency-Key was used before with a different body.",
     413: "The body is larger than MAX_BODY_BYTES.",
     415: "The body is not declared as JSON.",
     500: "An unexpected error; details are in the server log, not in the answer.",
@@ -104,7 +112,7 @@ def install_openapi(app: FastAPI) -> None:
                 routes=app.routes,
             )
             components = document.setdefault("components", {}).setdefault("schemas", {})
-            for model in (Problem, TaskCreate):
+            for model in (Problem, TaskCreate, TaskEventPublic):
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(schema.pop("$defs", {}))
                 components[model.__name__] = schema
@@ -116,10 +124,13 @@ def install_openapi(app: FastAPI) -> None:
 
 
 def _drop_422(document: dict[str, Any]) -> None:
-    """FastAPI lists a 422 on every route with a body or parameters; this API answers 400."""
+    """FastAPI lists a 422 on every route with a body or parameters; this API answers 400
+    (a 422 is only a reused Idempotency-Key, listed with its own problem)."""
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
-            operation.get("responses", {}).pop("422", None)
+            responses = operation.get("responses", {})
+            if "application/json" in responses.get("422", {}).get("content", {}):
+                responses.pop("422")
     schemas = document.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)

@@ -13,7 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from common.errors import DependencyUnavailable, TaskNotFailed, TaskNotFound
+from common.errors import (
+    DependencyUnavailable,
+    IdempotencyKeyReused,
+    TaskNotCancellable,
+    TaskNotFailed,
+    TaskNotFound,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +27,7 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 VALIDATION_PROBLEM = "/problems/validation-error"
 MALFORMED_JSON_PROBLEM = "/problems/malformed-json"
 UNAVAILABLE_PROBLEM = "/problems/service-unavailable"
+IDEMPOTENCY_KEY_REUSED_PROBLEM = "/problems/idempotency-key-reused"
 
 
 def problem(
@@ -45,8 +52,10 @@ def problem(
 
 
 def _field_name(location: tuple[int | str, ...]) -> str:
-    # ("body", "metadata") -> "metadata"; the whole body itself is "body".
-    parts = [str(part) for part in location[1:]] if location[:1] == ("body",) else location
+    # ("body", "metadata") -> "metadata"; the whole body itself is "body". Likewise
+    # ("query", "limit") -> "limit" and ("header", "Idempotency-Key") -> "Idempotency-Key".
+    where = location[:1]
+    parts = location[1:] if where in (("body",), ("query",), ("header",)) else location
     return ".".join(str(part) for part in parts) or "body"
 
 
@@ -92,9 +101,18 @@ def install_problem_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
     async def on_not_found(request: Request, exc: Exception) -> Response:
         return problem(404, str(exc), instance=request.url.path)
 
-    async def on_not_failed(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, TaskNotFailed)
+    async def on_wrong_status(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, TaskNotFailed | TaskNotCancellable)
         return problem(409, str(exc), instance=request.url.path, task_status=exc.status)
+
+    async def on_key_reused(request: Request, exc: Exception) -> Response:
+        return problem(
+            422,
+            str(exc),
+            type_=IDEMPOTENCY_KEY_REUSED_PROBLEM,
+            title="Idempotency-Key reused",
+            instance=request.url.path,
+        )
 
     async def on_unavailable(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, DependencyUnavailable)
@@ -112,5 +130,7 @@ def install_problem_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(TaskNotFound, on_not_found)
-    app.add_exception_handler(TaskNotFailed, on_not_failed)
+    app.add_exception_handler(TaskNotFailed, on_wrong_status)
+    app.add_exception_handler(TaskNotCancellable, on_wrong_status)
+    app.add_exception_handler(IdempotencyKeyReused, on_key_reused)
     app.add_exception_handler(DependencyUnavailable, on_unavailable)

@@ -6,25 +6,62 @@ reaches its collaborators through one typed object, the fakes in tests included.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import task_create_body
+from api.deps import idempotency_key, last_event_id, task_create_body, task_list_query
+from api.docs import (
+    EVENTS_RESPONSE,
+    IDEMPOTENCY_KEY_PARAMETER,
+    LAST_EVENT_ID_PARAMETER,
+    LIST_PARAMETERS,
+)
 from api.lean_route import LeanRoute
 from api.openapi import problem_responses
 from api.problems import UNAVAILABLE_PROBLEM, problem
-from common.tasks import TaskRecord
+from common.errors import DependencyUnavailable
+from common.settings import Settings
+from common.tasks import IdempotencyKey, TaskQuery, TaskRecord, TaskStatus
 from models.health import Health
-from models.tasks import TaskAccepted, TaskPublic
+from models.tasks import TaskAccepted, TaskListQuery, TaskPage, TaskPublic, TaskStats
 from services.backends import Backends
+from services.cursors import InvalidCursor, decode_cursor, encode_cursor
+from services.events import task_event_stream
 from services.health import check_health
-from services.tasks import get_task, retry_task, submit_task
+from services.idempotency import fingerprint
+from services.tasks import (
+    cancel_task,
+    get_task,
+    list_tasks,
+    retry_task,
+    submit_task,
+    task_counts,
+)
+
+logger = logging.getLogger(__name__)
+
+# Whose idempotency keys these are while the API runs without API keys.
+ANONYMOUS_CLIENT = ""
 
 ACCEPTED_HEADERS: dict[str, Any] = {
-    "headers": {"Location": {"description": "Where to poll the task", "schema": {"type": "string"}}}
+    "headers": {
+        "Location": {"description": "Where to poll the task", "schema": {"type": "string"}},
+        "Retry-After": {
+            "description": "Seconds before the first poll is worth making (POLL_AFTER_SECONDS)",
+            "schema": {"type": "integer"},
+        },
+        "Idempotent-Replayed": {
+            "description": "`true` when this is the stored answer to an earlier request with"
+            " the same Idempotency-Key",
+            "schema": {"type": "string", "enum": ["true"]},
+        },
+    }
 }
 # The route reads its body itself (see api.deps), so the document names it here.
 TASK_CREATE_BODY: dict[str, Any] = {
@@ -54,27 +91,62 @@ HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _accepted(record: TaskRecord, what: str) -> Response:
-    """The 202 of TaskAccepted's shape, serialised directly."""
+def _accepted(
+    record: TaskRecord, what: str, *, poll_after: int, replayed: bool = False
+) -> Response:
+    """The 202 of TaskAccepted's shape, serialised directly. A replay is the same answer as
+    the first time (the task was PENDING then), marked as one."""
     location = f"/api/tasks/{record.task_id}"
     body = {
         "task_id": record.task_id,
-        "status": record.status,
+        "status": TaskStatus.PENDING if replayed else record.status,
         "message": f"{what}; poll {location}",
     }
+    headers = {"Location": location, "Retry-After": str(poll_after)}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
     return Response(
-        orjson.dumps(body),
-        status_code=202,
-        media_type="application/json",
-        headers={"Location": location},
+        orjson.dumps(body), status_code=202, media_type="application/json", headers=headers
     )
 
 
-def task_routes(backends: Backends) -> APIRouter:
+def _json(body: object) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _list_scope(query: TaskListQuery) -> bytes:
+    """What a cursor is bound to: the filters of the list it pages through."""
+    return orjson.dumps(
+        [sorted(query.status), query.created_after, query.created_before],
+        option=orjson.OPT_UTC_Z,
+    )
+
+
+def _task_query(query: TaskListQuery) -> TaskQuery:
+    after = None
+    if query.cursor is not None:
+        try:
+            after = decode_cursor(query.cursor, scope=_list_scope(query))
+        except InvalidCursor as exc:
+            raise RequestValidationError(
+                [{"loc": ("query", "cursor"), "msg": str(exc), "type": "value_error"}]
+            ) from None
+    return TaskQuery(
+        statuses=frozenset(query.status),
+        created_after=query.created_after,
+        created_before=query.created_before,
+        after=after,
+        limit=query.limit,
+    )
+
+
+def task_routes(backends: Backends, settings: Settings) -> APIRouter:
     """`/api/tasks`: every endpoint takes the Request (and path parameters) and returns a
     Response (api.lean_route)."""
     router = APIRouter(prefix="/api/tasks", tags=["tasks"], route_class=LeanRoute)
     repository, publisher = backends.repository, backends.publisher
+    poll_after = settings.poll_after_seconds
+    key_ttl_seconds = settings.idempotency_key_ttl_hours * 3600
 
     @router.post(
         "",
@@ -82,24 +154,74 @@ def task_routes(backends: Backends) -> APIRouter:
         response_model=TaskAccepted,
         summary="Submit a task",
         response_description="Stored as PENDING and queued; poll the Location header's URL.",
-        responses={202: ACCEPTED_HEADERS, **problem_responses(400, 413, 415, 500, 503)},
-        openapi_extra=TASK_CREATE_BODY,
+        responses={
+            202: ACCEPTED_HEADERS,
+            **problem_responses(400, 413, 415, 422, 500, 503),
+        },
+        openapi_extra={**TASK_CREATE_BODY, "parameters": [IDEMPOTENCY_KEY_PARAMETER]},
     )
     async def create_task(request: Request) -> Response:
         """Store the task and queue it for a worker.
 
         Answers 202 once the task is committed in MySQL. Its message is normally confirmed by
         RabbitMQ before the answer; if the broker is down, the dispatcher sends it when it is back.
+
+        With an `Idempotency-Key`, the same key and body within IDEMPOTENCY_KEY_TTL_HOURS get
+        the first answer again (`Idempotent-Replayed: true`) instead of a second task; the
+        same key with another body is a 422.
         """
+        key = idempotency_key(request)
         body = await task_create_body(request)
-        record = await submit_task(
+        stored_key = None
+        if key is not None:
+            stored_key = IdempotencyKey(
+                client=ANONYMOUS_CLIENT,
+                key=key,
+                fingerprint=fingerprint(body.model_dump(mode="json")),
+                ttl_seconds=key_ttl_seconds,
+            )
+        record, replayed = await submit_task(
             repository=repository,
             publisher=publisher,
             title=body.title,
             description=body.description,
             metadata=body.metadata,
+            idempotency_key=stored_key,
         )
-        return _accepted(record, "Task accepted")
+        return _accepted(record, "Task accepted", poll_after=poll_after, replayed=replayed)
+
+    @router.get(
+        "",
+        response_model=TaskPage,
+        summary="List tasks, newest first",
+        responses=problem_responses(400, 500, 503),
+        openapi_extra={"parameters": LIST_PARAMETERS},
+    )
+    async def list_all_tasks(request: Request) -> Response:
+        """A page of tasks, newest first, optionally of some statuses and a creation time
+        range. Pass the answer's `next_cursor` as `cursor` (with the same filters) for the
+        next page. Each page is read from an index: as fast 10,000 rows deep as on top."""
+        query = task_list_query(request)
+        records, more = await list_tasks(repository=repository, query=_task_query(query))
+        last = records[-1] if more and records else None
+        cursor = (
+            None
+            if last is None
+            else encode_cursor(last.created_at, last.task_id, scope=_list_scope(query))
+        )
+        return _json({"items": [TaskPublic.dict_of(r) for r in records], "next_cursor": cursor})
+
+    @router.get(
+        "/stats",
+        response_model=TaskStats,
+        summary="How many tasks have each status",
+        responses=problem_responses(500, 503),
+    )
+    async def stats(request: Request) -> Response:
+        counts = await task_counts(repository=repository)
+        return _json(
+            {"counts": {s.value: n for s, n in counts.items()}, "total": sum(counts.values())}
+        )
 
     @router.get(
         "/{task_id}",
@@ -112,6 +234,48 @@ def task_routes(backends: Backends) -> APIRouter:
         return Response(TaskPublic.json_of(record), media_type="application/json")
 
     @router.post(
+        "/{task_id}/cancel",
+        response_model=TaskPublic,
+        summary="Cancel a PENDING or PROCESSING task",
+        response_description="The task, now CANCELLED.",
+        responses=problem_responses(404, 409, 500, 503),
+    )
+    async def cancel(task_id: str, request: Request) -> Response:
+        """A PENDING task is CANCELLED at once and never runs. A PROCESSING task is CANCELLED
+        at once too, and the worker running it stops its work within a second. A task that
+        is already COMPLETED, FAILED or CANCELLED answers 409 with its status."""
+        record = await cancel_task(
+            repository=repository, broadcast_cancel=backends.broadcast_cancel, task_id=task_id
+        )
+        return Response(TaskPublic.json_of(record), media_type="application/json")
+
+    @router.get(
+        "/{task_id}/events",
+        summary="Follow a task's status live (Server-Sent Events)",
+        responses={200: EVENTS_RESPONSE, **problem_responses(400, 404, 500, 503)},
+        openapi_extra={"parameters": [LAST_EVENT_ID_PARAMETER]},
+    )
+    async def events(task_id: str, request: Request) -> Response:
+        """A `text/event-stream`: the task's latest event at once, then each transition as
+        it is committed, and a `: keep-alive` comment every EVENTS_HEARTBEAT_SECONDS; it
+        ends after a final status (COMPLETED, FAILED, CANCELLED). Reconnecting with
+        `Last-Event-ID` sends every event after that one first, with no gap or repeat."""
+        after = last_event_id(request)
+        record = await get_task(repository=repository, task_id=task_id)
+        stream = task_event_stream(
+            repository=repository,
+            hub=backends.events,
+            task_id=record.task_id,
+            last_event_id=after,
+            heartbeat_seconds=settings.events_heartbeat_seconds,
+        )
+        return StreamingResponse(
+            _ending_quietly(stream, record.task_id),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @router.post(
         "/{task_id}/retry",
         status_code=202,
         response_model=TaskAccepted,
@@ -122,9 +286,19 @@ def task_routes(backends: Backends) -> APIRouter:
     async def retry_failed_task(task_id: str, request: Request) -> Response:
         """Put a FAILED task back to PENDING (attempts start again from zero) and queue it."""
         record = await retry_task(repository=repository, publisher=publisher, task_id=task_id)
-        return _accepted(record, "Task queued again")
+        return _accepted(record, "Task queued again", poll_after=poll_after)
 
     return router
+
+
+async def _ending_quietly(stream: AsyncIterator[bytes], task_id: str) -> AsyncIterator[bytes]:
+    """Once the stream has begun, an unavailable database can only end it: the client
+    reconnects with Last-Event-ID and misses nothing."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    except DependencyUnavailable as exc:
+        logger.warning("event stream ended", extra={"task_id": task_id, "error": str(exc)})
 
 
 def health_routes(backends: Backends) -> APIRouter:

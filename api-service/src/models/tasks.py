@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StrictStr
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictStr,
+)
 
-from common.tasks import TaskRecord, TaskStatus
+from common.tasks import TaskEvent, TaskRecord, TaskStatus
 
 MAX_DESCRIPTION_BYTES = 64 * 1024
 
@@ -126,7 +136,9 @@ class TaskPublic(BaseModel):
                     "last_error": None,
                     "created_at": "2026-11-28T01:20:52.947463+00:00",
                     "updated_at": "2026-11-28T01:21:00.112358+00:00",
+                    "started_at": "2026-11-28T01:20:52.951210+00:00",
                     "completed_at": "2026-11-28T01:21:00.112358+00:00",
+                    "events_url": "/api/tasks/0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f/events",
                 }
             ]
         }
@@ -137,28 +149,136 @@ class TaskPublic(BaseModel):
     description: str | None
     status: TaskStatus
     metadata: dict[str, Any] | None
-    attempts: int
+    attempts: int = Field(description="Attempts made so far: each claim by a worker is one.")
     last_error: str | None
     created_at: IsoDatetime
     updated_at: IsoDatetime
+    started_at: IsoDatetime | None = Field(description="When a worker first claimed the task.")
     completed_at: IsoDatetime | None
+    events_url: str = Field(description="Its live status as Server-Sent Events.")
+
+    @staticmethod
+    def dict_of(record: TaskRecord) -> dict[str, Any]:
+        return {
+            "task_id": record.task_id,
+            "title": record.title,
+            "description": record.description,
+            "status": record.status,
+            "metadata": record.metadata,
+            "attempts": record.attempts,
+            "last_error": record.last_error,
+            "created_at": record.created_at,
+            "updated_at": record.updated_at,
+            "started_at": record.started_at,
+            "completed_at": record.completed_at,
+            "events_url": f"/api/tasks/{record.task_id}/events",
+        }
 
     @staticmethod
     def json_of(record: TaskRecord) -> bytes:
         """This model's JSON for a record, by orjson straight from the record: the same
         document as validating and dumping the model (a unit test holds them equal), at a
         fraction of the cost on the busiest read."""
+        return orjson.dumps(TaskPublic.dict_of(record))
+
+
+class TaskPage(BaseModel):
+    """One page of `GET /api/tasks`, newest first."""
+
+    items: list[TaskPublic]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
+class TaskStats(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "counts": {
+                        "PENDING": 3,
+                        "PROCESSING": 16,
+                        "COMPLETED": 1204,
+                        "FAILED": 2,
+                        "CANCELLED": 5,
+                    },
+                    "total": 1230,
+                }
+            ]
+        }
+    )
+
+    counts: dict[TaskStatus, int] = Field(description="Every status, 0 included.")
+    total: int
+
+
+class TaskEventPublic(BaseModel):
+    """The `data:` of one Server-Sent Event of `GET /api/tasks/{task_id}/events`; its `id:`
+    is `event_id`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": 4711,
+                    "task_id": "0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f",
+                    "kind": "completed",
+                    "status": "COMPLETED",
+                    "attempts": 1,
+                    "error": None,
+                    "updated_at": "2026-11-28T01:21:00.112358+00:00",
+                }
+            ]
+        }
+    )
+
+    event_id: int
+    task_id: str
+    kind: str = Field(
+        description="created, started, retry_scheduled, completed, failed, cancelled or redriven"
+    )
+    status: TaskStatus
+    attempts: int
+    error: str | None
+    updated_at: IsoDatetime
+
+    @staticmethod
+    def json_of(event: TaskEvent) -> bytes:
         return orjson.dumps(
             {
-                "task_id": record.task_id,
-                "title": record.title,
-                "description": record.description,
-                "status": record.status,
-                "metadata": record.metadata,
-                "attempts": record.attempts,
-                "last_error": record.last_error,
-                "created_at": record.created_at,
-                "updated_at": record.updated_at,
-                "completed_at": record.completed_at,
+                "event_id": event.event_id,
+                "task_id": event.task_id,
+                "kind": event.kind,
+                "status": event.status,
+                "attempts": event.attempts,
+                "error": event.error,
+                "updated_at": event.created_at,
             }
         )
+
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, str) and not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, as 2026-12-01T10:00:00Z")
+    return value
+
+
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+
+class TaskListQuery(BaseModel):
+    """The query of `GET /api/tasks`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: list[TaskStatus] = Field(default_factory=list)
+    created_after: Rfc3339 | None = None
+    created_before: Rfc3339 | None = None
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: Annotated[str, Field(min_length=1, max_length=200)] | None = None

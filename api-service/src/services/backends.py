@@ -4,11 +4,12 @@ hand in fakes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from common.ports import TaskPublisher, TaskRepository
+from services.events import EventHub
 
 
 @asynccontextmanager
@@ -16,10 +17,18 @@ async def _nothing_to_run() -> AsyncIterator[None]:
     yield
 
 
+def _nobody_listens(task_ids: Sequence[str]) -> None:
+    pass
+
+
 @dataclass(frozen=True, slots=True)
 class Backends:
     repository: TaskRepository
     publisher: TaskPublisher
+    # Tells every worker to stop these tasks' work (they were cancelled while PROCESSING).
+    broadcast_cancel: Callable[[Sequence[str]], None] = _nobody_listens
+    # This process's event streams, woken by every transition's broadcast.
+    events: EventHub = field(default_factory=EventHub)
     # Opens the connections and starts the background work for the life of the app (its
     # lifespan); fakes need none.
     running: Callable[[], AbstractAsyncContextManager[None]] = _nothing_to_run

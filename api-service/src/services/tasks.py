@@ -1,15 +1,19 @@
-"""Use cases of the API: accept a task, read it, re-drive it after it FAILED."""
+"""Use cases of the API: accept a task (once per idempotency key), read and list tasks,
+cancel one, re-drive one after it FAILED."""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from common.errors import DependencyUnavailable, TaskNotFailed, TaskNotFound
+from common.errors import DependencyUnavailable, TaskNotCancellable, TaskNotFailed, TaskNotFound
 from common.messages import TaskMessage, is_task_id
 from common.ports import TaskPublisher, TaskRepository
-from common.tasks import NewTask, TaskRecord
+from common.tasks import IdempotencyKey, NewTask, TaskQuery, TaskRecord, TaskStatus
+
+Broadcast = Callable[[Sequence[str]], None]
 
 logger = logging.getLogger(__name__)
 
@@ -21,8 +25,10 @@ async def submit_task(
     title: str,
     description: str,
     metadata: dict[str, Any] | None,
-) -> TaskRecord:
-    """Store the task (PENDING, not yet dispatched) and try to publish it at once.
+    idempotency_key: IdempotencyKey | None = None,
+) -> tuple[TaskRecord, bool]:
+    """Store the task (PENDING, not yet dispatched) and try to publish it at once; with an
+    idempotency key already stored, the task it names instead, and True (a replay).
 
     Once the insert has committed the task is accepted, whatever the broker does: a message
     that is not confirmed now is sent by the dispatcher later (the transactional outbox).
@@ -30,11 +36,17 @@ async def submit_task(
     task = NewTask(
         task_id=str(uuid.uuid4()), title=title, description=description, metadata=metadata
     )
-    record = await repository.create(task)
+    if idempotency_key is None:
+        record, replayed = await repository.create(task), False
+    else:
+        record, replayed = await repository.create_idempotent(task, idempotency_key)
+    if replayed:
+        logger.info("task submission replayed", extra={"task_id": record.task_id})
+        return record, True
     published = await dispatch(repository=repository, publisher=publisher, record=record)
     # One line for both steps (a log line is a measurable part of a request's cost).
     logger.info("task accepted", extra={"task_id": record.task_id, "published": published})
-    return record
+    return record, False
 
 
 async def dispatch(
@@ -79,3 +91,33 @@ async def retry_task(
     published = await dispatch(repository=repository, publisher=publisher, record=record)
     logger.info("task re-driven", extra={"task_id": record.task_id, "published": published})
     return record
+
+
+async def cancel_task(
+    *, repository: TaskRepository, broadcast_cancel: Broadcast, task_id: str
+) -> TaskRecord:
+    """PENDING or PROCESSING -> CANCELLED at once. A PROCESSING task's work is stopped by the
+    worker that holds it, told through the broker; whatever that worker does next, the row
+    stays CANCELLED (completing is conditional on PROCESSING)."""
+    current = await get_task(repository=repository, task_id=task_id)
+    cancellation = await repository.cancel(current.task_id)
+    if cancellation is None:
+        raise TaskNotFound(task_id)
+    if not cancellation.cancelled:
+        raise TaskNotCancellable(current.task_id, cancellation.record.status)
+    if cancellation.previous is TaskStatus.PROCESSING:
+        broadcast_cancel([current.task_id])
+    logger.info(
+        "task cancelled", extra={"task_id": current.task_id, "was": cancellation.previous.value}
+    )
+    return cancellation.record
+
+
+async def list_tasks(
+    *, repository: TaskRepository, query: TaskQuery
+) -> tuple[list[TaskRecord], bool]:
+    return await repository.list_tasks(query)
+
+
+async def task_counts(*, repository: TaskRepository) -> dict[TaskStatus, int]:
+    return await repository.count_by_status()

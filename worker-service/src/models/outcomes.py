@@ -8,11 +8,14 @@ from dataclasses import dataclass
 
 class Outcome(enum.Enum):
     COMPLETED = "completed"  # this delivery did the work and committed COMPLETED
-    ALREADY_FINAL = "already_final"  # the task was COMPLETED or FAILED before: nothing to do
+    ALREADY_FINAL = (
+        "already_final"  # the task was final (COMPLETED, FAILED, CANCELLED): nothing to do
+    )
     DUPLICATE = "duplicate"  # another claim holds the task under a live lease
     UNKNOWN_TASK = "unknown_task"  # no such row in the database
     RETRY = "retry"  # the attempt failed and was recorded; try again after a backoff
     FAILED = "failed"  # the last attempt failed; the task is FAILED
+    CANCELLED = "cancelled"  # cancelled while its work ran here: the work was stopped
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from common.ports import Delivery, TaskPublisher, TaskRepository
 from models.outcomes import Outcome
 from services.processor import process_task
 from services.retry_policy import RetryPolicy
+from services.running import RunningWork
 from services.work import Work
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class TaskConsumer:
     lease_seconds: float
     requeue_pause_seconds: float
     unknown_task_max_lookups: int = 3
+    running: RunningWork = field(default_factory=RunningWork)
     in_flight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -87,6 +89,7 @@ class TaskConsumer:
                 max_attempts=self.policy.max_attempts,
                 lease_seconds=self.lease_seconds,
                 take_over=delivery.redelivered or attempts > 0,
+                running=self.running,
             )
         except DatabaseUnavailable as exc:
             # Not the task's fault, and FAILED could not be written anyway: back off and retry.

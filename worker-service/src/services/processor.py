@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from common.messages import TaskMessage
 from common.ports import TaskRepository
 from common.tasks import ClaimResult
 from models.outcomes import Outcome, ProcessResult
+from services.running import RunningWork
 from services.work import Work
 
 logger = logging.getLogger(__name__)
@@ -33,12 +35,14 @@ async def process_task(
     max_attempts: int,
     lease_seconds: float,
     take_over: bool,
+    running: RunningWork,
 ) -> ProcessResult:
     """Claim the task, do the work, then mark it COMPLETED in one conditional update.
 
     `take_over` lets this delivery claim a task left PROCESSING under a live lease: set for a
     redelivery (the worker that held it lost its connection or died) and for a retry message
-    (the worker that held it gave up its attempt).
+    (the worker that held it gave up its attempt). The work runs tracked in `running`, so
+    that a cancel of the task stops it (the CANCELLED outcome).
     A failed attempt is recorded on the row: PENDING again with last_error, or FAILED once
     `max_attempts` have been made. Database errors propagate: they are not the task's fault.
     """
@@ -52,7 +56,17 @@ async def process_task(
         return ProcessResult(_SKIPPED[claim.result])
     logger.info("task claimed", extra={"task_id": task_id, "attempt": claim.attempts})
     try:
-        await work(message)
+        with running.tracking(task_id):
+            await work(message)
+    except asyncio.CancelledError:
+        if not running.was_stopped(task_id):
+            raise  # the worker itself is stopping
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        # The row says CANCELLED already: whoever cancelled it wrote that.
+        logger.info("task cancelled", extra={"task_id": task_id, "attempt": claim.attempts})
+        return ProcessResult(Outcome.CANCELLED, claim.attempts)
     except Exception as exc:
         return await _record_failure(repository, task_id, exc, claim.attempts, max_attempts)
     if not await repository.complete(task_id):
@@ -68,10 +82,14 @@ async def _record_failure(
 ) -> ProcessResult:
     error = error_summary(exc)
     context = {"task_id": task_id, "attempt": attempts, "error": error}
-    if attempts >= max_attempts:
-        await repository.fail(task_id, error)
+    last = attempts >= max_attempts
+    recorded = await (repository.fail if last else repository.release_for_retry)(task_id, error)
+    if not recorded:
+        # No longer PROCESSING under this claim (cancelled, or taken over): nothing to do.
+        logger.info("task moved on", extra=context)
+        return ProcessResult(Outcome.ALREADY_FINAL)
+    if last:
         logger.warning("task failed", extra=context)
         return ProcessResult(Outcome.FAILED, attempts)
-    await repository.release_for_retry(task_id, error)
     logger.info("task attempt failed", extra=context)
     return ProcessResult(Outcome.RETRY, attempts)

@@ -1,0 +1,110 @@
+"""A TaskRepository that says which tasks changed, once each change is committed.
+
+Wraps the real repository in both services: every transition that moved a task (it wrote
+the task's event) is followed by `notify(task_ids)`, which broadcasts them to the API
+processes' event streams (common.amqp.signals). Reads pass straight through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from common.ports import PublishOne, TaskRepository
+from common.tasks import (
+    Cancellation,
+    Claim,
+    ClaimResult,
+    IdempotencyKey,
+    NewTask,
+    TaskEvent,
+    TaskQuery,
+    TaskRecord,
+    TaskStatus,
+)
+
+Notify = Callable[[Sequence[str]], None]
+
+
+class NotifyingTaskRepository:
+    def __init__(self, inner: TaskRepository, notify: Notify) -> None:
+        self.inner = inner
+        self._notify = notify
+
+    def _moved(self, task_id: str, moved: object) -> None:
+        if moved:
+            self._notify([task_id])
+
+    async def create(self, task: NewTask) -> TaskRecord:
+        record = await self.inner.create(task)
+        self._notify([record.task_id])
+        return record
+
+    async def create_idempotent(
+        self, task: NewTask, key: IdempotencyKey
+    ) -> tuple[TaskRecord, bool]:
+        record, replayed = await self.inner.create_idempotent(task, key)
+        self._moved(record.task_id, not replayed)
+        return record, replayed
+
+    async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:
+        claim = await self.inner.claim(task_id, lease_seconds=lease_seconds, steal=steal)
+        self._moved(task_id, claim.result is ClaimResult.CLAIMED)
+        return claim
+
+    async def complete(self, task_id: str) -> bool:
+        completed = await self.inner.complete(task_id)
+        self._moved(task_id, completed)
+        return completed
+
+    async def release_for_retry(self, task_id: str, error: str) -> bool:
+        released = await self.inner.release_for_retry(task_id, error)
+        self._moved(task_id, released)
+        return released
+
+    async def fail(self, task_id: str, error: str) -> bool:
+        failed = await self.inner.fail(task_id, error)
+        self._moved(task_id, failed)
+        return failed
+
+    async def reset_failed(self, task_id: str) -> TaskRecord | None:
+        record = await self.inner.reset_failed(task_id)
+        self._moved(task_id, record is not None)
+        return record
+
+    async def cancel(self, task_id: str) -> Cancellation | None:
+        cancellation = await self.inner.cancel(task_id)
+        self._moved(task_id, cancellation is not None and cancellation.cancelled)
+        return cancellation
+
+    # Reads and the outbox: nothing moves.
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        return await self.inner.get(task_id)
+
+    async def mark_dispatched(self, task_ids: Sequence[str]) -> None:
+        await self.inner.mark_dispatched(task_ids)
+
+    async def dispatch_undispatched(
+        self, *, publish: PublishOne, limit: int, min_age_seconds: float
+    ) -> int:
+        return await self.inner.dispatch_undispatched(
+            publish=publish, limit=limit, min_age_seconds=min_age_seconds
+        )
+
+    async def purge_idempotency_keys(self, *, limit: int) -> int:
+        return await self.inner.purge_idempotency_keys(limit=limit)
+
+    async def list_tasks(self, query: TaskQuery) -> tuple[list[TaskRecord], bool]:
+        return await self.inner.list_tasks(query)
+
+    async def count_by_status(self) -> dict[TaskStatus, int]:
+        return await self.inner.count_by_status()
+
+    async def events_after(self, task_id: str, after_id: int, *, limit: int) -> list[TaskEvent]:
+        return await self.inner.events_after(task_id, after_id, limit=limit)
+
+    async def latest_event(self, task_id: str) -> TaskEvent | None:
+        return await self.inner.latest_event(task_id)
+
+    async def ping(self) -> None:
+        await self.inner.ping()
