@@ -26,7 +26,7 @@ from common.mysql import Database, MySQLTaskRepository
 from common.settings import Settings
 from common.tasks import NewTask
 from testkit.polling import api_healthy, wait_until
-from testkit.processes import ROOT, free_port
+from testkit.processes import ROOT, api_client, free_port
 from testkit.proxy import TcpProxy, tcp_proxy
 from testkit.scratch import scratch_environment, service_environment, through_proxies
 from testkit.sql import query
@@ -282,7 +282,7 @@ async def _stack(plan: ChaosPlan, logs: Path) -> AsyncIterator[Run]:
             base_url = f"http://127.0.0.1:{direct.api_port}"
             bound = proxied.database_timeout_seconds + proxied.publish_timeout_seconds + 1.0
             try:
-                async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+                async with api_client(base_url) as client:
                     yield Run(plan, direct, api, workers, db_proxy, broker_proxy, client, bound)
             finally:
                 for service in (api, *workers):

@@ -2,32 +2,25 @@
 
 Wraps the real repository in both services: every transition that moved a task (it wrote
 the task's event) is followed by `notify(task_ids)`, which broadcasts them to the API
-processes' event streams (common.amqp.signals). Reads pass straight through.
+processes' event streams (common.amqp.signals).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from common.ports import PublishOne, TaskRepository
-from common.tasks import (
-    Cancellation,
-    Claim,
-    ClaimResult,
-    IdempotencyKey,
-    NewTask,
-    TaskEvent,
-    TaskQuery,
-    TaskRecord,
-    TaskStatus,
-)
+from common.forwarding import ForwardingTaskRepository
+from common.ports import TaskRepository
+from common.tasks import Cancellation, Claim, ClaimResult, IdempotencyKey, NewTask, TaskRecord
 
 Notify = Callable[[Sequence[str]], None]
 
 
-class NotifyingTaskRepository:
+class NotifyingTaskRepository(ForwardingTaskRepository):
+    """Reads, the outbox and the key purge pass straight through: nothing moves there."""
+
     def __init__(self, inner: TaskRepository, notify: Notify) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._notify = notify
 
     def _moved(self, task_id: str, moved: object) -> None:
@@ -75,36 +68,3 @@ class NotifyingTaskRepository:
         cancellation = await self.inner.cancel(task_id)
         self._moved(task_id, cancellation is not None and cancellation.cancelled)
         return cancellation
-
-    # Reads and the outbox: nothing moves.
-
-    async def get(self, task_id: str) -> TaskRecord | None:
-        return await self.inner.get(task_id)
-
-    async def mark_dispatched(self, task_ids: Sequence[str]) -> None:
-        await self.inner.mark_dispatched(task_ids)
-
-    async def dispatch_undispatched(
-        self, *, publish: PublishOne, limit: int, min_age_seconds: float
-    ) -> int:
-        return await self.inner.dispatch_undispatched(
-            publish=publish, limit=limit, min_age_seconds=min_age_seconds
-        )
-
-    async def purge_idempotency_keys(self, *, limit: int) -> int:
-        return await self.inner.purge_idempotency_keys(limit=limit)
-
-    async def list_tasks(self, query: TaskQuery) -> tuple[list[TaskRecord], bool]:
-        return await self.inner.list_tasks(query)
-
-    async def count_by_status(self) -> dict[TaskStatus, int]:
-        return await self.inner.count_by_status()
-
-    async def events_after(self, task_id: str, after_id: int, *, limit: int) -> list[TaskEvent]:
-        return await self.inner.events_after(task_id, after_id, limit=limit)
-
-    async def latest_event(self, task_id: str) -> TaskEvent | None:
-        return await self.inner.latest_event(task_id)
-
-    async def ping(self) -> None:
-        await self.inner.ping()

@@ -9,6 +9,9 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,3 +47,20 @@ def service_process(
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+
+
+# uvicorn closes a connection idle for 5 s (its timeout_keep_alive). A client that reuses an
+# idle connection just as the server closes it gets a ReadError for a request that never
+# reached the server; dropping idle connections sooner than the server does avoids the race.
+CLIENT_KEEPALIVE_SECONDS = 2.0
+
+
+def api_client(base_url: str, **options: Any) -> httpx.AsyncClient:
+    """An HTTP client for a service process started here."""
+    limits = options.pop("limits", httpx.Limits())
+    limits = httpx.Limits(
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=CLIENT_KEEPALIVE_SECONDS,
+    )
+    return httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits, **options)

@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractChannel
 from common.settings import Settings
 from testkit.broker import take_all
 from testkit.polling import api_healthy, wait_until
-from testkit.processes import free_port, service_process
+from testkit.processes import api_client, free_port, service_process
 from testkit.scratch import service_environment
 from testkit.sql import query
 
@@ -58,7 +58,7 @@ async def test_killed_worker_tasks_are_taken_over_and_completed_once(
     env = service_environment(settings)
     base_url = f"http://127.0.0.1:{settings.api_port}"
     with service_process("api-service", env, tmp_path / "api.log"):
-        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        async with api_client(base_url) as client:
             await wait_until(lambda: api_healthy(client), timeout=30, what="API up")
             with service_process("worker-service", env, tmp_path / "victim.log") as victim:
                 ids = [
@@ -106,7 +106,7 @@ async def test_sigterm_past_the_grace_hands_tasks_back_and_exits_zero(
     env = service_environment(slow)
     base_url = f"http://127.0.0.1:{slow.api_port}"
     with service_process("api-service", env, tmp_path / "api.log"):
-        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        async with api_client(base_url) as client:
             await wait_until(lambda: api_healthy(client), timeout=30, what="API up")
             with service_process("worker-service", env, tmp_path / "slow.log") as worker:
                 task_id = (
@@ -151,7 +151,7 @@ async def test_sigterm_lets_the_api_answer_what_it_took_and_every_202_is_kept(
 
     with service_process("api-service", env, tmp_path / "api.log") as api:
         limits = httpx.Limits(max_connections=32)
-        async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as client:
+        async with api_client(base_url, limits=limits) as client:
             await wait_until(lambda: api_healthy(client), timeout=30, what="API up")
             posts = [asyncio.create_task(post(client, n)) for n in range(400)]
             await wait_until(some_answered, timeout=20, what="the first answers")

@@ -17,7 +17,7 @@ import pytest
 
 from common.settings import Settings
 from testkit.polling import wait_until
-from testkit.processes import free_port, service_process
+from testkit.processes import api_client, free_port, service_process
 from testkit.scratch import service_environment
 
 pytestmark = pytest.mark.integration
@@ -69,7 +69,7 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     api, worker, logs = processes
     base_url = f"http://127.0.0.1:{settings.api_port}"
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+    async with api_client(base_url) as client:
 
         async def healthy() -> bool:
             assert api.poll() is None, (logs / "api.log").read_text()

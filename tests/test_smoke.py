@@ -11,13 +11,12 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from common.settings import Settings
 from testkit.deployment import APP_SERVICES, ROOT, compose_environment, read_dockerfile
 from testkit.polling import wait_until
-from testkit.processes import free_port
+from testkit.processes import api_client, free_port
 from testkit.scratch import scratch_environment, service_environment
 
 pytestmark = pytest.mark.integration
@@ -84,7 +83,7 @@ async def test_one_task_goes_through_the_services_as_the_containers_run_them(
 ) -> None:
     api_env = stack["api_service"]
     base_url = f"http://127.0.0.1:{api_env['API_PORT']}"
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+    async with api_client(base_url) as client:
 
         async def api_healthy() -> bool:
             return healthcheck("api_service", api_env) == 0

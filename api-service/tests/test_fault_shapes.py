@@ -21,7 +21,7 @@ from test_submit import VALID
 from common.settings import Settings
 from testkit.broker import take_all
 from testkit.polling import api_healthy, wait_until
-from testkit.processes import free_port, service_process
+from testkit.processes import api_client, free_port, service_process
 from testkit.proxy import Fault, TcpProxy
 from testkit.scratch import service_environment
 
@@ -60,7 +60,7 @@ async def client(settings: Settings, api_log: Path) -> AsyncIterator[httpx.Async
     log = api_log
     with service_process("api-service", service_environment(settings), log) as api:
         base_url = f"http://127.0.0.1:{settings.api_port}"
-        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        async with api_client(base_url) as client:
             await wait_until(lambda: api_healthy(client), timeout=30, what="the API healthy")
             yield client
         assert api.poll() is None, "the API died"

@@ -15,23 +15,17 @@ from typing import Any
 
 from common.batching import BackgroundBatcher, Batcher
 from common.errors import DatabaseRefused, DatabaseUnavailable
+from common.forwarding import ForwardingTaskRepository
 from common.mysql.repository import ClaimRequest, MySQLTaskRepository
-from common.ports import PublishOne
-from common.tasks import (
-    Cancellation,
-    Claim,
-    IdempotencyKey,
-    NewTask,
-    TaskEvent,
-    TaskQuery,
-    TaskRecord,
-    TaskStatus,
-)
+from common.tasks import Claim, NewTask, TaskRecord
 
 
-class GroupedTaskRepository:
+class GroupedTaskRepository(ForwardingTaskRepository):
+    """The other calls go straight to the MySQL repository."""
+
     def __init__(self, inner: MySQLTaskRepository, *, timeout: float, max_batch: int = 500) -> None:
-        self.inner = inner
+        super().__init__(inner)
+        self._mysql = inner
         self._timeout = timeout
         bounded: dict[str, Any] = {
             "max_batch": max_batch,
@@ -59,7 +53,7 @@ class GroupedTaskRepository:
         indexed = sorted(enumerate(batch), key=lambda entry: entry[1][1])
         for lease, group in groupby(indexed, key=lambda entry: entry[1][1]):
             members = list(group)
-            claims = await self.inner.claim_many(
+            claims = await self._mysql.claim_many(
                 [request for _, (request, _) in members], lease_seconds=lease
             )
             results.update(
@@ -80,50 +74,8 @@ class GroupedTaskRepository:
     async def flush_marks(self) -> None:
         await self._marks.flush()
 
-    async def dispatch_undispatched(
-        self, *, publish: PublishOne, limit: int, min_age_seconds: float
-    ) -> int:
-        return await self.inner.dispatch_undispatched(
-            publish=publish, limit=limit, min_age_seconds=min_age_seconds
-        )
-
     async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:
         return await self._claims.submit((ClaimRequest(task_id, steal), lease_seconds))
 
     async def complete(self, task_id: str) -> bool:
         return await self._completions.submit(task_id)
-
-    async def release_for_retry(self, task_id: str, error: str) -> bool:
-        return await self.inner.release_for_retry(task_id, error)
-
-    async def fail(self, task_id: str, error: str) -> bool:
-        return await self.inner.fail(task_id, error)
-
-    async def reset_failed(self, task_id: str) -> TaskRecord | None:
-        return await self.inner.reset_failed(task_id)
-
-    async def create_idempotent(
-        self, task: NewTask, key: IdempotencyKey
-    ) -> tuple[TaskRecord, bool]:
-        return await self.inner.create_idempotent(task, key)
-
-    async def purge_idempotency_keys(self, *, limit: int) -> int:
-        return await self.inner.purge_idempotency_keys(limit=limit)
-
-    async def cancel(self, task_id: str) -> Cancellation | None:
-        return await self.inner.cancel(task_id)
-
-    async def list_tasks(self, query: TaskQuery) -> tuple[list[TaskRecord], bool]:
-        return await self.inner.list_tasks(query)
-
-    async def count_by_status(self) -> dict[TaskStatus, int]:
-        return await self.inner.count_by_status()
-
-    async def events_after(self, task_id: str, after_id: int, *, limit: int) -> list[TaskEvent]:
-        return await self.inner.events_after(task_id, after_id, limit=limit)
-
-    async def latest_event(self, task_id: str) -> TaskEvent | None:
-        return await self.inner.latest_event(task_id)
-
-    async def ping(self) -> None:
-        await self.inner.ping()
