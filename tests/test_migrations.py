@@ -194,6 +194,14 @@ async def test_a_database_from_the_old_init_sql_keeps_every_row_on_its_way_to_he
 
         assert await rows_0001(old) == before
         assert await query(old, "SELECT started_at FROM tasks") == [(None,)] * len(ROWS_0001)
+        # One event per existing task, its state now: its event stream starts from it.
+        events = await query(
+            old,
+            "SELECT e.status, e.attempts, e.created_at FROM task_events e"
+            " JOIN tasks t ON t.id = e.task_id AND t.status = e.status"
+            " AND t.attempts = e.attempts AND t.updated_at = e.created_at",
+        )
+        assert len(events) == len(ROWS_0001)
         assert await revision_of(old) == [SCHEMA_REVISION]
         assert await schema_of(old) == await schema_of(head)
         await migrated(old, "upgrade", "head")  # at head: nothing to do

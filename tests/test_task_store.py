@@ -80,7 +80,7 @@ async def test_a_move_that_does_not_happen_writes_no_event(
 
 
 async def test_cancel_moves_pending_and_processing_and_leaves_final_tasks(
-    repository: MySQLTaskRepository,
+    repository: MySQLTaskRepository, direct: Settings
 ) -> None:
     pending, processing, done = new_task(), new_task(), new_task()
     await repository.create_many([pending, processing, done])
@@ -101,6 +101,11 @@ async def test_cancel_moves_pending_and_processing_and_leaves_final_tasks(
     assert first.record.status is second.record.status is TaskStatus.CANCELLED
     assert third.record.status is TaskStatus.COMPLETED
     assert await repository.cancel(str(uuid.uuid4())) is None
+    # Nothing left for the outbox to send: the row leaves the dispatcher's range.
+    [(dispatched,)] = await query(
+        direct.database, "SELECT dispatched_at FROM tasks WHERE id = %s", pending.task_id
+    )
+    assert dispatched is not None
     # Cancelled is final: no claim, completion, retry or second cancel moves it again.
     claim = await repository.claim(processing.task_id, lease_seconds=60, steal=True)
     assert claim.result.value == "already_final"

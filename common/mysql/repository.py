@@ -463,9 +463,12 @@ class MySQLTaskRepository:
                 return None
             status = TaskStatus(rows[0][0])
             if status in CANCELLABLE_STATUSES:
+                # The outbox mark too: a cancelled task has no message left to send, and an
+                # unmarked row would stay in the dispatcher's index range for good.
                 await transaction.execute(
                     "UPDATE tasks SET status = 'CANCELLED', lease_expires_at = NULL,"
-                    " claim_token = NULL WHERE id = %s",
+                    " claim_token = NULL, dispatched_at = COALESCE(dispatched_at,"
+                    " UTC_TIMESTAMP(6)) WHERE id = %s",
                     (task_id,),
                 )
                 await record_events(transaction, EventKind.CANCELLED, [task_id])

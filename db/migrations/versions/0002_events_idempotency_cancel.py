@@ -3,7 +3,8 @@
 tasks: status CANCELLED (appended to the ENUM, so stored values keep their meaning),
 started_at (NULL on existing rows: their first claim was never recorded), the list's index
 idx_tasks_created, and idx_tasks_status_created extended by id for keyset paging. All of it in
-one ALTER TABLE, so a large table is rebuilt once. New tables task_events and idempotency_keys.
+one ALTER TABLE, so a large table is rebuilt once. New tables task_events (with one event per
+existing task: its state now) and idempotency_keys.
 
 Revision ID: 0002
 Revises: 0001
@@ -44,6 +45,17 @@ CREATE TABLE task_events (
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci
 """
 
+# Every existing task gets one event, its state now, so that its event stream has something
+# to start from (and a final task's stream ends at once), as a task made later has.
+BACKFILL_EVENTS = """
+INSERT INTO task_events (task_id, kind, status, attempts, error, created_at)
+SELECT id,
+       CASE status WHEN 'PENDING' THEN 'created' WHEN 'PROCESSING' THEN 'started'
+                   WHEN 'COMPLETED' THEN 'completed' ELSE 'failed' END,
+       status, attempts, CASE status WHEN 'FAILED' THEN last_error END, updated_at
+FROM tasks ORDER BY created_at, id
+"""
+
 CREATE_IDEMPOTENCY_KEYS = """
 CREATE TABLE idempotency_keys (
     client      VARCHAR(64)  NOT NULL,
@@ -71,6 +83,7 @@ ALTER TABLE tasks
 def upgrade() -> None:
     op.execute(ALTER_TASKS)
     op.execute(CREATE_TASK_EVENTS)
+    op.execute(BACKFILL_EVENTS)
     op.execute(CREATE_IDEMPOTENCY_KEYS)
 
 
