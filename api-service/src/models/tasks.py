@@ -122,27 +122,24 @@ class TaskAccepted(BaseModel):
     message: str
 
 
+TASK_PUBLIC_EXAMPLE: dict[str, Any] = {
+    "task_id": "0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f",
+    **TASK_EXAMPLE,
+    "status": "COMPLETED",
+    "attempts": 1,
+    "last_error": None,
+    "created_at": "2026-11-28T01:20:52.947463+00:00",
+    "updated_at": "2026-11-28T01:21:00.112358+00:00",
+    "started_at": "2026-11-28T01:20:52.951210+00:00",
+    "completed_at": "2026-11-28T01:21:00.112358+00:00",
+    "events_url": "/api/tasks/0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f/events",
+}
+
+
 class TaskPublic(BaseModel):
     """A task as `GET /api/tasks/{task_id}` returns it."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "task_id": "0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f",
-                    **TASK_EXAMPLE,
-                    "status": "COMPLETED",
-                    "attempts": 1,
-                    "last_error": None,
-                    "created_at": "2026-11-28T01:20:52.947463+00:00",
-                    "updated_at": "2026-11-28T01:21:00.112358+00:00",
-                    "started_at": "2026-11-28T01:20:52.951210+00:00",
-                    "completed_at": "2026-11-28T01:21:00.112358+00:00",
-                    "events_url": "/api/tasks/0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f/events",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [TASK_PUBLIC_EXAMPLE]})
 
     task_id: str
     title: str
@@ -184,6 +181,17 @@ class TaskPublic(BaseModel):
 
 class TaskPage(BaseModel):
     """One page of `GET /api/tasks`, newest first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [TASK_PUBLIC_EXAMPLE],
+                    "next_cursor": "AQAGYUv823oHC59aPC9OTQqda48fLD1OX4wUCHYt9Ruv",
+                }
+            ]
+        }
+    )
 
     items: list[TaskPublic]
     next_cursor: str | None = Field(
