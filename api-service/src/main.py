@@ -8,9 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -39,6 +43,37 @@ Accepts tasks over HTTP, stores them in MySQL and queues them on RabbitMQ for th
 
 Every error answer is an RFC 9457 problem (`application/problem+json`).
 """
+
+
+@contextlib.contextmanager
+def _streams_end_on_exit(events: EventHub) -> Iterator[None]:
+    """On SIGTERM or SIGINT, end the event streams before uvicorn's own handler runs.
+
+    uvicorn waits for open responses before it shuts down, and an event stream never ends
+    by itself: without this, a stop waited API_SHUTDOWN_GRACE_SECONDS and then cut the
+    streams with an error. Ended cleanly, their clients reconnect (with Last-Event-ID) to a
+    process that is up. Chains uvicorn's handlers, installed before the lifespan starts;
+    where there are none (the app under a test client) it does nothing.
+    """
+    loop = asyncio.get_running_loop()
+    chained: dict[int, Callable[[int, FrameType | None], Any]] = {}
+    if threading.current_thread() is threading.main_thread():
+        for stop in (signal.SIGTERM, signal.SIGINT):
+            handler = signal.getsignal(stop)
+            if callable(handler):
+                chained[stop] = handler
+
+    def on_exit(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(events.close)
+        chained[signum](signum, frame)
+
+    for signum in chained:
+        signal.signal(signum, on_exit)
+    try:
+        yield
+    finally:
+        for signum, handler in chained.items():
+            signal.signal(signum, handler)
 
 
 def connected_backends(settings: Settings) -> Backends:
@@ -86,7 +121,8 @@ def connected_backends(settings: Settings) -> Backends:
         freeze_startup_objects()
         logger.info("api started", extra={"queue": settings.task_queue, "broker": broker.connected})
         try:
-            yield
+            with _streams_end_on_exit(events):
+                yield
         finally:
             for task in background:
                 task.cancel()

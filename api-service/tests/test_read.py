@@ -122,19 +122,20 @@ async def test_unknown_route_is_404_problem(client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("method", "path"),
+    ("method", "path", "allow"),
     [
-        ("DELETE", f"/api/tasks/{TASK_ID}"),
-        ("PUT", "/api/tasks"),
-        ("GET", f"/api/tasks/{TASK_ID}/cancel"),
+        ("DELETE", f"/api/tasks/{TASK_ID}", "GET"),
+        ("PUT", "/api/tasks", "GET, POST"),
+        ("DELETE", "/api/tasks", "GET, POST"),
+        ("GET", f"/api/tasks/{TASK_ID}/cancel", "POST"),
     ],
 )
-async def test_wrong_method_is_405_problem(
-    client: httpx.AsyncClient, method: str, path: str
+async def test_wrong_method_is_405_problem_naming_every_allowed_method(
+    client: httpx.AsyncClient, method: str, path: str, allow: str
 ) -> None:
     response = await client.request(method, path)
     assert_problem(response, 405)
-    assert response.headers["allow"]
+    assert response.headers["allow"] == allow
 
 
 async def test_health_ok(client: httpx.AsyncClient) -> None:

@@ -129,3 +129,41 @@ async def test_a_database_outage_is_a_503_for_the_new_endpoints(
         assert response.headers["content-type"] == "application/problem+json"
     keyed = await client.post("/api/tasks", json=TASK, headers={"Idempotency-Key": "k"})
     assert keyed.status_code == 503
+
+
+async def test_a_reconnect_after_the_final_event_is_told_to_stop(
+    client: httpx.AsyncClient, repository: InMemoryTaskRepository
+) -> None:
+    task_id = str(uuid.uuid4())
+    await repository.create(NewTask(task_id, "t", "d", None))
+    await repository.cancel(task_id)
+    last = repository.events[-1].event_id
+    response = await client.get(
+        f"/api/tasks/{task_id}/events", headers={"Last-Event-ID": str(last)}
+    )
+    assert response.status_code == 204
+    assert response.content == b""
+    earlier = await client.get(
+        f"/api/tasks/{task_id}/events", headers={"Last-Event-ID": str(last - 1)}
+    )
+    assert earlier.status_code == 200
+    assert earlier.text.count("data: ") == 1
+
+
+async def test_a_closing_hub_ends_its_streams(
+    repository: InMemoryTaskRepository,
+) -> None:
+    from services.events import EventHub, task_event_stream
+
+    task_id = str(uuid.uuid4())
+    await repository.create(NewTask(task_id, "t", "d", None))
+    hub = EventHub()
+    stream = task_event_stream(
+        repository=repository, hub=hub, task_id=task_id, last_event_id=None, heartbeat_seconds=60
+    )
+    assert (await anext(stream)).startswith(b"retry:")
+    assert b'"kind":"created"' in await anext(stream)
+    hub.close()
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+    assert hub.open_streams == 0

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import compile_path
 
 from common.errors import (
     DependencyUnavailable,
@@ -87,12 +88,27 @@ def _validation_problem(request: Request, exc: RequestValidationError) -> Respon
     )
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method the API serves at this path, as its OpenAPI document lists them
+    (Starlette's 405 names only the methods of the first route that matched the path)."""
+    paths = request.app.openapi().get("paths", {})
+    path = request.url.path
+    methods = {
+        method.upper()
+        for template, operations in paths.items()
+        if compile_path(template)[0].match(path)
+        for method in operations
+    }
+    return ", ".join(sorted(methods))
+
+
 def install_problem_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return problem(
-            exc.status_code, str(exc.detail), headers=exc.headers, instance=request.url.path
-        )
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        return problem(exc.status_code, str(exc.detail), headers=headers, instance=request.url.path)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

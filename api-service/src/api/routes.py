@@ -252,28 +252,21 @@ def task_routes(backends: Backends, settings: Settings) -> APIRouter:
     @router.get(
         "/{task_id}/events",
         summary="Follow a task's status live (Server-Sent Events)",
-        responses={200: EVENTS_RESPONSE, **problem_responses(400, 404, 500, 503)},
+        responses={
+            200: EVENTS_RESPONSE,
+            204: {"description": "The task ended before the Last-Event-ID sent: nothing more."},
+            **problem_responses(400, 404, 500, 503),
+        },
         openapi_extra={"parameters": [LAST_EVENT_ID_PARAMETER]},
     )
     async def events(task_id: str, request: Request) -> Response:
         """A `text/event-stream`: the task's latest event at once, then each transition as
         it is committed, and a `: keep-alive` comment every EVENTS_HEARTBEAT_SECONDS; it
         ends after a final status (COMPLETED, FAILED, CANCELLED). Reconnecting with
-        `Last-Event-ID` sends every event after that one first, with no gap or repeat."""
-        after = last_event_id(request)
-        record = await get_task(repository=repository, task_id=task_id)
-        stream = task_event_stream(
-            repository=repository,
-            hub=backends.events,
-            task_id=record.task_id,
-            last_event_id=after,
-            heartbeat_seconds=settings.events_heartbeat_seconds,
-        )
-        return StreamingResponse(
-            _ending_quietly(stream, record.task_id),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        `Last-Event-ID` sends every event after that one first, with no gap or repeat; after
+        the final event there is nothing more, and the answer is 204 (an EventSource then
+        stops reconnecting). A stopping API process ends its streams: clients reconnect."""
+        return await _event_stream(backends, settings, task_id, request)
 
     @router.post(
         "/{task_id}/retry",
@@ -289,6 +282,32 @@ def task_routes(backends: Backends, settings: Settings) -> APIRouter:
         return _accepted(record, "Task queued again", poll_after=poll_after)
 
     return router
+
+
+async def _event_stream(
+    backends: Backends, settings: Settings, task_id: str, request: Request
+) -> Response:
+    """The answer of GET /api/tasks/{task_id}/events (see `events` above)."""
+    repository = backends.repository
+    after = last_event_id(request)
+    record = await get_task(repository=repository, task_id=task_id)
+    if after is not None and record.is_final:
+        # A client reconnecting after the end (as EventSource does): 204 tells it to stop.
+        missed = await repository.events_after(record.task_id, after, limit=1)
+        if not missed:
+            return Response(status_code=204)
+    stream = task_event_stream(
+        repository=repository,
+        hub=backends.events,
+        task_id=record.task_id,
+        last_event_id=after,
+        heartbeat_seconds=settings.events_heartbeat_seconds,
+    )
+    return StreamingResponse(
+        _ending_quietly(stream, record.task_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 async def _ending_quietly(stream: AsyncIterator[bytes], task_id: str) -> AsyncIterator[bytes]:

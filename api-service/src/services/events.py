@@ -29,6 +29,7 @@ class EventHub:
 
     def __init__(self) -> None:
         self._watchers: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._closing = False
 
     @property
     def open_streams(self) -> int:
@@ -57,6 +58,14 @@ class EventHub:
             for woken in watchers:
                 woken.set()
 
+    def close(self) -> None:
+        """End every stream (the process is stopping); their clients reconnect elsewhere."""
+        self._closing = True
+        self.wake_all()
+
+    def closing(self) -> bool:
+        return self._closing
+
 
 def _frame(event: TaskEvent) -> bytes:
     return b"id: %d\ndata: %s\n\n" % (event.event_id, TaskEventPublic.json_of(event))
@@ -73,6 +82,8 @@ async def task_event_stream(
     """The stream's bytes: the latest event (or, after `last_event_id`, every later one),
     then each new one as it is committed, a comment every `heartbeat_seconds` while nothing
     happens; it ends once a final state was sent. The task is known to exist."""
+    if hub.closing():
+        return
     with hub.watching(task_id) as woken:  # before the first read: no change slips between
         yield b"retry: %d\n\n" % _RECONNECT_MS
         if last_event_id is None:
@@ -95,5 +106,7 @@ async def task_event_stream(
                     yield b": keep-alive\n\n"
                     backlog = []
                     continue
+            if hub.closing():
+                return
             woken.clear()
             backlog = await repository.events_after(task_id, last, limit=_BATCH)
