@@ -24,8 +24,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     -- While PROCESSING: until when the claiming worker holds the task. A duplicate message
     -- seen before then is dropped; after it (or on a redelivery) the task may be claimed again.
     lease_expires_at DATETIME(6)  NULL DEFAULT NULL,
-    -- Which claim or completion wrote the row last: a worker writes a batch of rows in one
-    -- UPDATE, then reads back which of them carry its token.
+    -- Which transition wrote the row last: each writes a token of its own, then copies the rows
+    -- that carry it into task_events (and a worker's batch reads back which rows it moved).
     claim_token      CHAR(32)     NULL DEFAULT NULL,
     created_at       DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
     updated_at       DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),

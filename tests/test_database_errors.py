@@ -37,6 +37,8 @@ class ScriptedConnection:
         self.hang = hang
         self.statements: list[str] = []
         self.rowcount = 0
+        self.description: Any = None
+        self.lastrowid = 0
         self.closed = False
 
     @asynccontextmanager
@@ -53,6 +55,10 @@ class ScriptedConnection:
 
     async def fetchall(self) -> list[tuple[Any, ...]]:
         return []
+
+    async def nextset(self) -> bool:
+        """The next result of a multi-statement script (each answers `rowcount` rows)."""
+        return True
 
     def close(self) -> None:
         self.closed = True
@@ -113,10 +119,10 @@ async def test_a_deadlock_victim_is_run_again(scripted: list[ScriptedPool]) -> N
     repository = MySQLTaskRepository(await database_on(scripted, ScriptedPool(connection)))
 
     assert await repository.fail("t", "boom") is True
-    # The whole transaction again: the transition and its event, committed once.
-    assert [statement.split()[0] for statement in connection.statements] == [
-        "BEGIN",
-        "BEGIN",
+    # The whole transaction again, in one round trip: the transition, its event, the commit.
+    assert len(connection.statements) == 3
+    assert [part.split()[0] for part in connection.statements[-1].split("; ")] == [
+        "SET",  # READ COMMITTED
         "BEGIN",
         "UPDATE",
         "INSERT",

@@ -2,7 +2,8 @@
 
 An event is copied from the task row the transition just wrote (INSERT ... SELECT in the same
 transaction), so its status, attempts and time are the row's, and a rolled-back transition
-leaves no event behind.
+leaves no event behind. Each transition's UPDATE writes a token of its own into the row
+(claim_token), and the INSERT copies the rows that carry it: exactly those it moved.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
-from common.mysql.connection import Transaction
+from common.mysql.connection import Statement
 from common.tasks import EventKind, TaskEvent, TaskStatus
 
 EVENT_COLUMNS = "id, task_id, kind, status, attempts, error, created_at"
@@ -23,27 +24,15 @@ def in_clause(count: int) -> str:
     return ", ".join(["%s"] * count)
 
 
-async def record_events(
-    transaction: Transaction,
-    kind: EventKind,
-    task_ids: Sequence[str],
-    *,
-    token: str | None = None,
-) -> int:
-    """One event of `kind` for each of the tasks (those whose row carries `token`, if given),
-    as their rows read now, inside `transaction`. Returns how many were written."""
-    if not task_ids:
-        return 0
+def events_statement(kind: EventKind, task_ids: Sequence[str], *, token: str) -> Statement:
+    """The INSERT of one event of `kind` for each of the tasks whose row carries `token` (the
+    transition before it in the same transaction wrote it), as their rows read now."""
     error = "last_error" if kind in _WITH_ERROR else "NULL"
-    owned = " AND claim_token = %s" if token is not None else ""
-    args: list[object] = [kind.value, *task_ids]
-    if token is not None:
-        args.append(token)
-    return await transaction.execute(
+    return (
         "INSERT INTO task_events (task_id, kind, status, attempts, error, created_at)"
         f" SELECT id, %s, status, attempts, {error}, updated_at FROM tasks"
-        f" WHERE id IN ({in_clause(len(task_ids))}){owned} ORDER BY id",
-        args,
+        f" WHERE id IN ({in_clause(len(task_ids))}) AND claim_token = %s ORDER BY id",
+        [kind.value, *task_ids, token],
     )
 
 

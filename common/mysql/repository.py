@@ -18,12 +18,11 @@ from typing import Any, TypeVar
 import orjson
 
 from common.errors import DatabaseUnavailable, IdempotencyKeyReused
-from common.mysql.connection import Database, Transaction
+from common.mysql.connection import Database, Result, Statement, Transaction
 from common.mysql.errors import is_deadlock
-from common.mysql.events import EVENT_COLUMNS, event_of, in_clause, record_events
+from common.mysql.events import EVENT_COLUMNS, event_of, events_statement, in_clause
 from common.ports import PublishOne
 from common.tasks import (
-    CANCELLABLE_STATUSES,
     FINAL_STATUSES,
     Cancellation,
     Claim,
@@ -90,16 +89,6 @@ def _claim_of(row: tuple[Any, ...] | None, token: str, already_granted: bool) ->
     return Claim(ClaimResult.HELD_ELSEWHERE)
 
 
-def _claims_of_one(requests: Sequence[ClaimRequest], *, attempts: int) -> list[Claim]:
-    """All requests name the one task this statement claimed: the first gets it."""
-    return [
-        Claim(ClaimResult.CLAIMED, attempts=attempts)
-        if index == 0
-        else Claim(ClaimResult.HELD_ELSEWHERE)
-        for index in range(len(requests))
-    ]
-
-
 def _list_statement(query: TaskQuery, status: TaskStatus | None) -> tuple[str, list[object]]:
     """One index range, read backwards: (status,) created_at, id."""
     conditions: list[str] = []
@@ -133,8 +122,8 @@ def _naive(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
-async def _insert_tasks(transaction: Transaction, tasks: Sequence[NewTask], now: datetime) -> None:
-    """The tasks' rows and their `created` events, in the caller's transaction."""
+def _insert_statements(tasks: Sequence[NewTask], now: datetime) -> list[Statement]:
+    """The tasks' rows and their `created` events."""
     naive = now.replace(tzinfo=None)
     values: list[object] = []
     events: list[object] = []
@@ -143,16 +132,28 @@ async def _insert_tasks(transaction: Transaction, tasks: Sequence[NewTask], now:
         values += [task.task_id, task.title, task.description, metadata, naive, naive]
         events += [task.task_id, naive]
     rows = ", ".join(["(%s, %s, %s, 'PENDING', %s, %s, %s)"] * len(tasks))
-    await transaction.execute(
-        "INSERT INTO tasks (id, title, description, status, metadata, created_at, updated_at)"
-        f" VALUES {rows}",
-        values,
-    )
-    await transaction.execute(
-        "INSERT INTO task_events (task_id, kind, status, attempts, created_at) VALUES "
-        + ", ".join(["(%s, 'created', 'PENDING', 0, %s)"] * len(tasks)),
-        events,
-    )
+    return [
+        (
+            "INSERT INTO tasks (id, title, description, status, metadata, created_at, updated_at)"
+            f" VALUES {rows}",
+            values,
+        ),
+        (
+            "INSERT INTO task_events (task_id, kind, status, attempts, created_at) VALUES "
+            + ", ".join(["(%s, 'created', 'PENDING', 0, %s)"] * len(tasks)),
+            events,
+        ),
+    ]
+
+
+def _claims_of_one(requests: Sequence[ClaimRequest], *, attempts: int) -> list[Claim]:
+    """All requests name the one task this statement claimed: the first gets it."""
+    return [
+        Claim(ClaimResult.CLAIMED, attempts=attempts)
+        if index == 0
+        else Claim(ClaimResult.HELD_ELSEWHERE)
+        for index in range(len(requests))
+    ]
 
 
 class MySQLTaskRepository:
@@ -188,6 +189,22 @@ class MySQLTaskRepository:
                 logger.info("transaction retried after a deadlock", extra={"attempt": attempt + 1})
         raise AssertionError("unreachable")
 
+    async def _script(self, statements: Sequence[Statement]) -> list[Result]:
+        """Database.script, run again (up to three times in all) for a deadlock victim."""
+        for attempt in range(_DEADLOCK_ATTEMPTS):
+            try:
+                return await self._database.script(statements)
+            except DatabaseUnavailable as exc:
+                if not is_deadlock(exc) or attempt == _DEADLOCK_ATTEMPTS - 1:
+                    raise
+                logger.info("transaction retried after a deadlock", extra={"attempt": attempt + 1})
+        raise AssertionError("unreachable")
+
+    async def _rows(self, statement: Statement) -> list[tuple[Any, ...]]:
+        async with self._database.cursor() as cursor:
+            await cursor.execute(*statement)
+            return list(await cursor.fetchall())
+
     async def create(self, task: NewTask) -> TaskRecord:
         [record] = await self.create_many([task])
         return record
@@ -196,11 +213,7 @@ class MySQLTaskRepository:
         """Insert the tasks as PENDING and undispatched, with their `created` events, in one
         transaction: all or none."""
         now = datetime.now(UTC)
-
-        async def insert(transaction: Transaction) -> None:
-            await _insert_tasks(transaction, tasks, now)
-
-        await self._in_transaction(insert)
+        await self._script(_insert_statements(tasks, now))
         return [TaskRecord.pending(task, now) for task in tasks]
 
     async def create_idempotent(
@@ -245,7 +258,8 @@ class MySQLTaskRepository:
                     " WHERE client = %s AND idem_key = %s",
                     (key.fingerprint, task.task_id, naive, naive, ttl, key.client, key.key),
                 )
-            await _insert_tasks(transaction, [task], now)
+            for statement, args in _insert_statements([task], now):
+                await transaction.execute(statement, args)
             return None
 
         replayed_id = await self._in_transaction(store)
@@ -333,37 +347,34 @@ class MySQLTaskRepository:
         ids = sorted({request.task_id for request in requests})
         stealing = sorted({r.task_id for r in requests if r.steal}) or [""]
         token = uuid.uuid4().hex
-
-        async def claim(transaction: Transaction) -> int | dict[str, tuple[Any, ...]]:
+        statements = [
             # LAST_INSERT_ID(expr) hands the new attempt count back in the OK packet: for a
             # batch of one task (the usual case below saturation) no read-back is needed.
-            claimed = await transaction.execute(
+            (
                 "UPDATE tasks SET status = 'PROCESSING', attempts = LAST_INSERT_ID(attempts + 1),"
                 " lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND,"
-                " dispatched_at = COALESCE(dispatched_at, UTC_TIMESTAMP(6)), claim_token = %s,"
-                " started_at = COALESCE(started_at, UTC_TIMESTAMP(6))"
+                " dispatched_at = COALESCE(dispatched_at, UTC_TIMESTAMP(6)),"
+                " claim_token = %s, started_at = COALESCE(started_at, UTC_TIMESTAMP(6))"
                 f" WHERE id IN ({in_clause(len(ids))}) AND (status = 'PENDING'"
                 " OR (status = 'PROCESSING' AND (lease_expires_at IS NULL"
                 " OR lease_expires_at < UTC_TIMESTAMP(6)"
                 f" OR id IN ({in_clause(len(stealing))}))))",
                 [int(lease_seconds * 1_000_000), token, *ids, *stealing],
-            )
-            attempts = transaction.last_insert_id
-            if claimed:
-                await record_events(transaction, EventKind.STARTED, ids, token=token)
-            if len(ids) == 1 and claimed == 1:
-                return attempts
-            await transaction.execute(
-                "SELECT id, status, attempts, claim_token FROM tasks"
-                f" WHERE id IN ({in_clause(len(ids))})",
-                ids,
-            )
-            return {row[0]: row[1:] for row in await transaction.fetchall()}
-
-        found = await self._in_transaction(claim)
-        if isinstance(found, int):
-            return _claims_of_one(requests, attempts=found)
-        rows = found
+            ),
+            events_statement(EventKind.STARTED, ids, token=token),
+        ]
+        state: Statement = (
+            f"SELECT id, status, attempts, claim_token FROM tasks WHERE id IN ({in_clause(len(ids))})",
+            ids,
+        )
+        if len(ids) > 1:
+            statements.append(state)
+        claimed, *_, found = await self._script(statements)
+        if len(ids) == 1:
+            if claimed.rowcount == 1:
+                return _claims_of_one(requests, attempts=claimed.last_insert_id)
+            found = Result(0, await self._rows(state))  # not claimed: the row says why
+        rows = {row[0]: row[1:] for row in found.rows}
         claims: list[Claim] = []
         granted: set[str] = set()
         for request in requests:
@@ -381,27 +392,27 @@ class MySQLTaskRepository:
         first time it is named, if named twice)."""
         ids = sorted(set(task_ids))
         token = uuid.uuid4().hex
-
-        async def complete(transaction: Transaction) -> set[str]:
-            changed = await transaction.execute(
+        statements = [
+            (
                 "UPDATE tasks SET status = 'COMPLETED', completed_at = UTC_TIMESTAMP(6),"
                 " lease_expires_at = NULL, claim_token = %s"
                 f" WHERE id IN ({in_clause(len(ids))}) AND status = 'PROCESSING'",
                 [token, *ids],
+            ),
+            events_statement(EventKind.COMPLETED, ids, token=token),
+        ]
+        if len(ids) > 1:  # which of them this statement completed
+            statements.append(
+                (
+                    f"SELECT id FROM tasks WHERE id IN ({in_clause(len(ids))})"
+                    " AND claim_token = %s AND status = 'COMPLETED'",
+                    [*ids, token],
+                )
             )
-            if not changed:
-                return set()
-            await record_events(transaction, EventKind.COMPLETED, ids, token=token)
-            if len(ids) == 1:  # one task, and this statement completed it
-                return set(ids)
-            await transaction.execute(
-                f"SELECT id FROM tasks WHERE id IN ({in_clause(len(ids))})"
-                " AND claim_token = %s AND status = 'COMPLETED'",
-                [*ids, token],
-            )
-            return {row[0] for row in await transaction.fetchall()}
-
-        completed = await self._in_transaction(complete)
+        changed, *_, found = await self._script(statements)
+        if len(ids) == 1:
+            found = Result(changed.rowcount, [(ids[0],)] if changed.rowcount else [])
+        completed = {row[0] for row in found.rows}
         results = []
         for task_id in task_ids:
             results.append(task_id in completed)
@@ -409,43 +420,52 @@ class MySQLTaskRepository:
         return results
 
     async def _transition(
-        self, kind: EventKind, task_id: str, sql: str, args: Sequence[object]
+        self,
+        kind: EventKind,
+        task_id: str,
+        source: TaskStatus,
+        changes: str,
+        values: Sequence[object] = (),
     ) -> bool:
-        """One conditional UPDATE of one task and, if it moved, its event."""
-
-        async def move(transaction: Transaction) -> bool:
-            if not await transaction.execute(sql, args):
-                return False
-            await record_events(transaction, kind, [task_id])
-            return True
-
-        return await self._in_transaction(move)
+        """One conditional UPDATE of one task (`changes`, with `values` for its %s, while its
+        status is `source`) and, if it moved, its event."""
+        token = uuid.uuid4().hex
+        moved, _ = await self._script(
+            [
+                (
+                    f"UPDATE tasks SET {changes}, claim_token = %s WHERE id = %s AND status = %s",
+                    [*values, token, task_id, source.value],
+                ),
+                events_statement(kind, [task_id], token=token),
+            ]
+        )
+        return moved.rowcount > 0
 
     async def release_for_retry(self, task_id: str, error: str) -> bool:
         return await self._transition(
             EventKind.RETRY_SCHEDULED,
             task_id,
-            "UPDATE tasks SET status = 'PENDING', last_error = %s, lease_expires_at = NULL"
-            " WHERE id = %s AND status = 'PROCESSING'",
-            (error[:500], task_id),
+            TaskStatus.PROCESSING,
+            "status = 'PENDING', lease_expires_at = NULL, last_error = %s",
+            [error[:500]],
         )
 
     async def fail(self, task_id: str, error: str) -> bool:
         return await self._transition(
             EventKind.FAILED,
             task_id,
-            "UPDATE tasks SET status = 'FAILED', last_error = %s, lease_expires_at = NULL"
-            " WHERE id = %s AND status = 'PROCESSING'",
-            (error[:500], task_id),
+            TaskStatus.PROCESSING,
+            "status = 'FAILED', lease_expires_at = NULL, last_error = %s",
+            [error[:500]],
         )
 
     async def reset_failed(self, task_id: str) -> TaskRecord | None:
         changed = await self._transition(
             EventKind.REDRIVEN,
             task_id,
-            "UPDATE tasks SET status = 'PENDING', attempts = 0, last_error = NULL,"
-            " dispatched_at = NULL, completed_at = NULL WHERE id = %s AND status = 'FAILED'",
-            (task_id,),
+            TaskStatus.FAILED,
+            "status = 'PENDING', attempts = 0, last_error = NULL, dispatched_at = NULL,"
+            " completed_at = NULL",
         )
         return await self.get(task_id) if changed else None
 
@@ -453,33 +473,28 @@ class MySQLTaskRepository:
         """PENDING or PROCESSING -> CANCELLED, with its event; None for an unknown task. A
         final task is left as it is (`cancelled` False). The row is locked first, so the
         status it had is the one the cancel moved it from."""
-
-        async def cancel(transaction: Transaction) -> TaskStatus | None:
-            await transaction.execute(
-                "SELECT status FROM tasks WHERE id = %s FOR UPDATE", (task_id,)
-            )
-            rows = await transaction.fetchall()
-            if not rows:
-                return None
-            status = TaskStatus(rows[0][0])
-            if status in CANCELLABLE_STATUSES:
+        token = uuid.uuid4().hex
+        locked, moved, _ = await self._script(
+            [
+                ("SELECT status FROM tasks WHERE id = %s FOR UPDATE", [task_id]),
                 # The outbox mark too: a cancelled task has no message left to send, and an
                 # unmarked row would stay in the dispatcher's index range for good.
-                await transaction.execute(
+                (
                     "UPDATE tasks SET status = 'CANCELLED', lease_expires_at = NULL,"
-                    " claim_token = NULL, dispatched_at = COALESCE(dispatched_at,"
-                    " UTC_TIMESTAMP(6)) WHERE id = %s",
-                    (task_id,),
-                )
-                await record_events(transaction, EventKind.CANCELLED, [task_id])
-            return status
-
-        previous = await self._in_transaction(cancel)
-        if previous is None:
+                    " claim_token = %s,"
+                    " dispatched_at = COALESCE(dispatched_at, UTC_TIMESTAMP(6))"
+                    " WHERE id = %s AND status IN ('PENDING', 'PROCESSING')",
+                    [token, task_id],
+                ),
+                events_statement(EventKind.CANCELLED, [task_id], token=token),
+            ]
+        )
+        if not locked.rows:
             return None
         record = await self.get(task_id)
         assert record is not None  # tasks are never deleted
-        return Cancellation(record, previous, cancelled=previous in CANCELLABLE_STATUSES)
+        previous = TaskStatus(locked.rows[0][0])
+        return Cancellation(record, previous, cancelled=moved.rowcount > 0)
 
     async def list_tasks(self, query: TaskQuery) -> tuple[list[TaskRecord], bool]:
         """A page of the list, newest first, and whether there is more after it.
