@@ -25,7 +25,8 @@ from common.tasks import NewTask, TaskStatus
 from testkit import fixtures
 from testkit.broker import publish_task
 from testkit.polling import wait_until
-from testkit.processes import free_port
+from testkit.processes import api_client, free_port, service_process
+from testkit.scratch import service_environment
 
 pytestmark = pytest.mark.integration
 
@@ -342,8 +343,40 @@ async def _status_is(client: httpx.AsyncClient, task_id: str, status: str) -> bo
     return bool((await status_of(client, task_id))["status"] == status)
 
 
-async def test_an_idle_stream_sends_heartbeats_and_a_cancel_ends_it(
-    stack: Stack, repository: MySQLTaskRepository
+@pytest.fixture(scope="module")
+async def replica(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A second API process on the same database and vhost: another replica, or the first
+    one after a restart (nothing of it lives in the process)."""
+    other = settings.model_copy(update={"api_port": free_port()})
+    log = tmp_path_factory.mktemp("replica") / "api.log"
+    with service_process("api-service", service_environment(other), log):
+        async with api_client(f"http://127.0.0.1:{other.api_port}") as client:
+
+            async def healthy() -> bool:
+                try:
+                    return (await client.get("/health")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_until(healthy, timeout=30, what="the replica's /health")
+            yield client
+
+
+async def test_a_key_replays_on_another_replica_or_after_a_restart(
+    stack: Stack, replica: httpx.AsyncClient
+) -> None:
+    name = f"restart-{uuid.uuid4()}"
+    first = await submit(stack.client, **{"Idempotency-Key": name})
+    again = await replica.post("/api/tasks", json=TASK, headers={"Idempotency-Key": name})
+    assert again.status_code == 202
+    assert again.json()["task_id"] == first.json()["task_id"]
+    assert again.headers["idempotent-replayed"] == "true"
+
+
+async def test_an_idle_stream_sends_heartbeats_and_a_cancel_on_another_replica_ends_it(
+    stack: Stack, repository: MySQLTaskRepository, replica: httpx.AsyncClient
 ) -> None:
     task = NewTask(str(uuid.uuid4()), "waits", "d", None)
     await repository.create(task)  # stays PENDING: nothing happens to it
@@ -360,7 +393,8 @@ async def test_an_idle_stream_sends_heartbeats_and_a_cancel_ends_it(
         timeout=5,
         what="two heartbeats",
     )
-    assert (await stack.client.post(f"/api/tasks/{task.task_id}/cancel")).status_code == 200
+    # Cancelled through the other API: the broadcast reaches this one's stream.
+    assert (await replica.post(f"/api/tasks/{task.task_id}/cancel")).status_code == 200
     await asyncio.wait_for(following, timeout=5)
     events = [f["data"] for f in frames if "data" in f]
     assert [e["kind"] for e in events] == ["created", "cancelled"]
