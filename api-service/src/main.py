@@ -90,8 +90,11 @@ def connected_backends(settings: Settings) -> Backends:
     repository = NotifyingTaskRepository(
         grouped, lambda ids: broker.signals.send(Signal.CHANGED, ids)
     )
-    events = EventHub()
-    broker.signals.listen(Signal.CHANGED, events.changed, on_listening=events.wake_all)
+    # Bound to the broadcasts only while this process has event streams open.
+    events = EventHub(demand=lambda wanted: broker.signals.want(Signal.CHANGED, wanted))
+    broker.signals.listen(
+        Signal.CHANGED, events.changed, on_listening=events.wake_all, on_demand=True
+    )
 
     @asynccontextmanager
     async def running() -> AsyncIterator[None]:

@@ -17,6 +17,7 @@ from services.backends import Backends
 from services.cursors import InvalidCursor, decode_cursor, encode_cursor
 from services.idempotency import InvalidIdempotencyKey, fingerprint, parse_idempotency_key
 from testkit.fakes import InMemoryTaskRepository, RecordingPublisher
+from testkit.polling import wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -167,3 +168,20 @@ async def test_a_closing_hub_ends_its_streams(
     with pytest.raises(StopAsyncIteration):
         await anext(stream)
     assert hub.open_streams == 0
+
+
+async def test_the_hub_wants_the_broadcasts_only_while_streams_are_open() -> None:
+    from services.events import EventHub
+
+    demands: list[bool] = []
+    hub = EventHub(demand=demands.append, linger_seconds=0.05)
+    with hub.watching("a"), hub.watching("b"):
+        assert demands == [True]
+    with hub.watching("c"):  # back within the linger: still bound, no new demand
+        pass
+    assert demands == [True]
+    await wait_until(lambda: _async(demands == [True, False]), timeout=5, what="the release")
+
+
+async def _async(value: bool) -> bool:
+    return value

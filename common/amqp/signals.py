@@ -5,7 +5,9 @@ stop.
     CANCEL   a task cancelled while PROCESSING; each worker listens, and the holder stops it
 
 Each signal is a fanout exchange; each listening process binds a queue of its own to it
-(exclusive, deleted with its connection) and takes messages without acks. A signal carries
+(exclusive, deleted with its connection) and takes messages without acks. An API process
+binds its CHANGED queue only while it has event streams open: the rest of the time it does
+not pay for every transition of every task. A signal carries
 only task ids: what happened is in MySQL (task_events), so a lost signal loses no data, and
 a listener that was away catches up from the table when it listens again (`on_listening`).
 Sending never waits: ids sent in one turn of the event loop go out in one message, and
@@ -23,7 +25,12 @@ from dataclasses import dataclass
 
 import orjson
 from aio_pika import ExchangeType, Message
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 
 from common.amqp.errors import translated
 from common.errors import BrokerUnavailable
@@ -41,10 +48,13 @@ class Signal(enum.Enum):
 OnSignal = Callable[[list[str]], None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Listener:
     on_signal: OnSignal
     on_listening: Callable[[], None] | None
+    wanted: bool  # whether its queue should be bound now
+    queue: AbstractQueue | None = None  # this session's
+    bound: bool = False
 
 
 def exchange_name(work_queue: str, signal: Signal) -> str:
@@ -60,14 +70,28 @@ class Signals:
         self._channel: AbstractChannel | None = None
         self._pending: dict[Signal, dict[str, None]] = {signal: {} for signal in Signal}
         self._flushing: asyncio.Task[None] | None = None
+        self._binding: asyncio.Task[None] | None = None
 
     def listen(
-        self, signal: Signal, on_signal: OnSignal, *, on_listening: Callable[[], None] | None = None
+        self,
+        signal: Signal,
+        on_signal: OnSignal,
+        *,
+        on_listening: Callable[[], None] | None = None,
+        on_demand: bool = False,
     ) -> None:
         """Hand each message of `signal` to `on_signal` (the task ids), on every session from
         the next one on; `on_listening` is called each time the queue is bound again, when
-        whatever was sent meanwhile is lost (call before the broker starts)."""
-        self._listeners[signal] = _Listener(on_signal, on_listening)
+        whatever was sent meanwhile is lost (call before the broker starts). `on_demand`:
+        bound only while `want(signal, True)` says so, so that a process with nobody to tell
+        does not take every broadcast."""
+        self._listeners[signal] = _Listener(on_signal, on_listening, wanted=not on_demand)
+
+    def want(self, signal: Signal, wanted: bool) -> None:
+        """Bind (True) or unbind (False) an on-demand listener's queue, soon; never raises."""
+        self._listeners[signal].wanted = wanted
+        if self._binding is None or self._binding.done():
+            self._binding = asyncio.get_running_loop().create_task(self._rebind())
 
     def send(self, signal: Signal, task_ids: Sequence[str]) -> None:
         """Broadcast the ids soon; never raises, never waits."""
@@ -86,15 +110,40 @@ class Signals:
             exchanges[signal] = await channel.declare_exchange(
                 exchange_name(self._work_queue, signal), ExchangeType.FANOUT, durable=True
             )
-        for signal, listener in self._listeners.items():
-            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-            await queue.bind(exchanges[signal])
-            await queue.consume(self._receiver(listener), no_ack=True)
         self._channel, self._exchanges = channel, exchanges
         for listener in self._listeners.values():
-            if listener.on_listening is not None:
-                listener.on_listening()
+            listener.queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            listener.bound = False
+            await listener.queue.consume(self._receiver(listener), no_ack=True)
+        await self._bind_as_wanted()
         self._schedule_flush()
+
+    async def _bind_as_wanted(self) -> None:
+        """Until each queue is bound as its listener wants (it may change meanwhile)."""
+        while True:
+            moves = [(sig, lis) for sig, lis in self._listeners.items() if lis.wanted != lis.bound]
+            if not moves:
+                return
+            for signal, listener in moves:
+                queue = listener.queue
+                if queue is None:
+                    return  # no session yet: attach binds
+                if listener.wanted:
+                    await queue.bind(self._exchanges[signal])
+                    listener.bound = True
+                    if listener.on_listening is not None:
+                        listener.on_listening()
+                else:
+                    await queue.unbind(self._exchanges[signal])
+                    listener.bound = False
+
+    async def _rebind(self) -> None:
+        try:
+            with translated("binding a signal queue", timeout=self._timeout):
+                async with asyncio.timeout(self._timeout):
+                    await self._bind_as_wanted()
+        except BrokerUnavailable as exc:  # the session is going: the next attach binds
+            logger.warning("signal queue not bound", extra={"error": str(exc)})
 
     def _receiver(
         self, listener: _Listener

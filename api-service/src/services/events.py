@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 from common.ports import TaskRepository
 from common.tasks import TaskEvent
@@ -24,12 +24,28 @@ _BATCH = 100
 _RECONNECT_MS = 2000
 
 
-class EventHub:
-    """Which streams of this process watch which task."""
+# After the last stream closes, the broadcasts are still taken this long, so that streams
+# opened and closed one after the other do not bind and unbind the queue each time.
+_LINGER_SECONDS = 30.0
 
-    def __init__(self) -> None:
+
+class EventHub:
+    """Which streams of this process watch which task. `demand(True)` is called when the
+    first stream opens, `demand(False)` a while after the last one closed: while there is
+    none, this process need not hear of any transition."""
+
+    def __init__(
+        self,
+        demand: Callable[[bool], None] | None = None,
+        *,
+        linger_seconds: float = _LINGER_SECONDS,
+    ) -> None:
         self._watchers: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._closing = False
+        self._demand = demand
+        self._open = 0
+        self._release: asyncio.TimerHandle | None = None
+        self._linger = linger_seconds
 
     @property
     def open_streams(self) -> int:
@@ -40,6 +56,7 @@ class EventHub:
         """An event set whenever the task may have a new row in task_events."""
         woken = asyncio.Event()
         self._watchers[task_id].add(woken)
+        self._opened()
         try:
             yield woken
         finally:
@@ -47,6 +64,26 @@ class EventHub:
             watchers.discard(woken)
             if not watchers:
                 del self._watchers[task_id]
+            self._closed()
+
+    def _opened(self) -> None:
+        self._open += 1
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
+        elif self._open == 1 and self._demand is not None:
+            self._demand(True)
+
+    def _closed(self) -> None:
+        self._open -= 1
+        if not self._open and self._demand is not None:
+            demand = self._demand
+
+            def release() -> None:
+                self._release = None
+                demand(False)
+
+            self._release = asyncio.get_running_loop().call_later(self._linger, release)
 
     def changed(self, task_ids: Sequence[str]) -> None:
         for task_id in task_ids:
