@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench import listing, store, streams
 from bench.plan import ROOT, Plan
 from bench.results import Check
 
@@ -34,9 +35,12 @@ measurement sets below), and drops both at the end. Every measurement has a warm
   timer slack of under 1 ms not), so a server that falls behind shows it instead of slowing
   the load. A server more than 2 s of requests behind cannot keep the rate: the run stops
   there and the table says "fell behind".
-- **Read by id.** {rows:,} COMPLETED rows loaded in bulk (multi-row INSERTs of 5,000 rows in
-  sorted id order, on two connections; nothing is cached between runs), then
-  `wrk -c{connections}` with `bench/lua/read.lua`, which GETs ids drawn at random from
+- **Read by id.** {rows:,} rows loaded in bulk (multi-row INSERTs of 5,000 rows in sorted id
+  order, on two connections; nothing is cached between runs): a month of tasks, created one
+  after the other in id order (so the load appends to every index: in a random order it takes
+  six times as long); the newest {moving:.1%} PENDING or PROCESSING, the rest {mix} at random
+  (seeded: the same rows every run), each with the columns the services leave for its status.
+  Then `wrk -c{connections}` with `bench/lua/read.lua`, which GETs ids drawn at random from
   {sample:,} of them. The ratio is against the hello-world POST, the framework's ceiling for a
   stock FastAPI route. Our routes are served by `LeanRoute`, without the per-request
   dependency machinery that the hello-world route goes through (README, Design decisions), so
@@ -58,6 +62,33 @@ measurement sets below), and drops both at the end. Every measurement has a warm
   {in_flight_warmup:g} s warm-up (all slots start together, so completions bunch up at first),
   completions are counted for {measure:g} s while the PROCESSING rows are sampled every 0.5 s.
   Peak memory is the worker's VmHWM from /proc.
+- **List pages and stats.** Over the same {rows:,} rows, on the API x1: `GET /api/tasks` with
+  `limit={page}` (the largest page), alone and with `status={status}`, and the page
+  {deep:,} rows deep of each: its cursor is reached once by following `next_cursor` through
+  {deep_pages} pages (the rows on those pages and on the deep one must be the table's newest
+  {walked:,} of that filter, in order, each once: an honesty check), then that cursor's page is
+  asked for again and again. Each URL is timed by `wrk -c{list_connections}` with
+  `bench/lua/get.lua` (warm-up, then {measure:g} s): a few connections, enough to keep the API
+  busy, few enough that the latency is mostly the answer's own rather than a queue's. The same
+  page asked for again finds its rows in MariaDB's buffer pool: these are the figures of a page
+  that is read often. `GET /api/tasks/stats` is timed the same way on {stats_connections}
+  connection (each answer counts the whole status index, so more at once would time MariaDB's
+  queue); its counts must equal the table's.
+- **Event streams.** The API x1 and {streams:,} tasks submitted through it, with no worker yet;
+  one `GET /api/tasks/{{id}}/events` stream is opened on each ({opening} at a time; a stream
+  counts as open once its first frame, the task's `created` event, is in). The API's resident
+  memory is read just before they open and with all of them open. Then one worker starts, with
+  `WORKER_CONCURRENCY={stream_concurrency}` and a delay of {stream_low:g}-{stream_high:g} s,
+  and each stream gets `started`, then `completed`, then ends. For each of those frames: when
+  the client had it whole (`time.time()`) minus the `updated_at` in its `data:` JSON. That is
+  the task row's time at the transition, which MariaDB takes when the transition's UPDATE
+  starts, slightly before its commit, so the figure runs from the statement to the frame: the
+  commit, the worker's broadcast through RabbitMQ's fanout exchange, the API's read of the new
+  `task_events` row and its write to the socket. Both clocks are this machine's. The clients
+  are plain sockets in the suite's own process (a coroutine each, no HTTP library), on the same
+  two cores as the API, the worker, MariaDB and RabbitMQ. Honesty: each stream's events are
+  exactly its task's `task_events` rows, each once and in order, and every stream ended after
+  COMPLETED.
 - **Memory.** Resident memory (VmRSS) one second after start-up, before any load; for
   uvicorn `--workers 2` and Celery, summed over the process and its children. 1 MB = 10^6 bytes.
 - **Honesty.** After each load: the 2xx answers, the rows in the table and the messages on the
@@ -107,6 +138,20 @@ def write_doc(
         low=low,
         high=high,
         in_flight_warmup=plan.in_flight_warmup_seconds,
+        moving=store.MOVING_SHARE,
+        mix=", ".join(f"{share}% {status}" for status, share in store.FINISHED_MIX.items()),
+        page=listing.PAGE_SIZE,
+        status=listing.FILTER,
+        deep=listing.DEEP_PAGES * listing.PAGE_SIZE,
+        deep_pages=listing.DEEP_PAGES,
+        walked=(listing.DEEP_PAGES + 1) * listing.PAGE_SIZE,
+        list_connections=plan.list_connections,
+        stats_connections=listing.STATS_CONNECTIONS,
+        streams=plan.streams,
+        opening=streams.OPENING_AT_ONCE,
+        stream_concurrency=plan.stream_concurrency,
+        stream_low=plan.stream_delay[0],
+        stream_high=plan.stream_delay[1],
     )
     lines = [
         "# Benchmarks",

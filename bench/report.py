@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bench.listing import PAGE_SIZE, PAGES, STATS_CONNECTIONS
 from bench.plan import Plan
 from bench.results import Drain, Load, Results, Submit
 
@@ -204,6 +205,55 @@ def _in_flight_rows(plan: Plan, results: Results) -> list[Row]:
     ]
 
 
+def _with_rate(load: Load) -> str:
+    return f"{_latency(load)} ({_rate(load.rate)})"
+
+
+def _list_rows(plan: Plan, results: Results) -> list[Row]:
+    """No targets: the issue asks for the figures (the deep pages beside the first ones
+    show whether depth costs anything)."""
+    listing = results.listing
+    assert listing is not None
+    what = f"List of {PAGE_SIZE}, {plan.read_rows:,} rows, {plan.list_connections} conn"
+    rows: list[Row] = []
+    for page in PAGES:
+        load = listing.pages[page.key]
+        baseline = ""
+        if page.deep:
+            top = listing.pages[page.key.replace("deep", "first")]
+            baseline = f"first page: {_latency(top)}"
+        rows.append(Row(f"{what}: {page.label}", _with_rate(load), baseline))
+    rows.append(
+        Row(
+            f"Stats, {plan.read_rows:,} rows, {STATS_CONNECTIONS} conn",
+            _with_rate(listing.stats),
+        )
+    )
+    return rows
+
+
+def _stream_rows(plan: Plan, results: Results) -> list[Row]:
+    streams = results.streams
+    assert streams is not None
+    low, high = plan.stream_delay
+    what = f"{streams.streams:,} event streams, API x1"
+    rate = streams.events / streams.seconds if streams.seconds else math.nan
+    return [
+        Row(
+            f"{what}: commit -> frame at the client",
+            f"p50 {_ms(streams.latency_p50_ms)}, p99 {_ms(streams.latency_p99_ms)}",
+            f"{streams.events:,} transitions in {streams.seconds:.1f} s ({rate:,.0f}/s):"
+            f" worker concurrency {plan.stream_concurrency}, delay {low:g}-{high:g} s",
+        ),
+        Row(
+            f"{what}: API memory with the streams open",
+            _mb(streams.open_rss),
+            f"before them {_mb(streams.idle_rss)}; peak {_mb(streams.peak_rss)};"
+            f" all open in {streams.open_seconds:.1f} s",
+        ),
+    ]
+
+
 def _memory_rows(results: Results) -> list[Row]:
     e2e = results.end_to_end
     assert e2e is not None
@@ -235,6 +285,8 @@ SECTIONS: tuple[Callable[[Plan, Results], list[Row]], ...] = (
     _drain_rows,
     _end_to_end_rows,
     _in_flight_rows,
+    _list_rows,
+    _stream_rows,
     lambda plan, results: _memory_rows(results),
     lambda plan, results: [_honesty_row(results)],
 )

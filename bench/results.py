@@ -71,6 +71,25 @@ class InFlight:
     peak_rss: int
 
 
+@dataclass(frozen=True, slots=True)
+class Listing:
+    pages: dict[str, Load]  # by bench.listing.PAGES' keys
+    stats: Load
+
+
+@dataclass(frozen=True, slots=True)
+class Streams:
+    streams: int
+    events: int  # transitions delivered while the streams were open (not the first frames)
+    seconds: float  # from the first of those transitions to the last frame
+    latency_p50_ms: float  # the event's updated_at (its row's time) to the frame's arrival
+    latency_p99_ms: float
+    open_seconds: float  # to open every stream and read each one's first frame
+    idle_rss: int  # the API once the tasks are submitted, before the streams open
+    open_rss: int  # with every stream open
+    peak_rss: int
+
+
 @dataclass
 class Results:
     submit: dict[str, Submit] = field(default_factory=dict)
@@ -79,4 +98,6 @@ class Results:
     drain: dict[str, Drain] = field(default_factory=dict)
     end_to_end: EndToEnd | None = None
     in_flight: InFlight | None = None
+    listing: Listing | None = None
+    streams: Streams | None = None
     checks: list[Check] = field(default_factory=list)

@@ -8,9 +8,11 @@ from bench.drain import drain_celery, drain_ours
 from bench.end_to_end import measure_end_to_end
 from bench.environment import BenchEnvironment, bench_environment
 from bench.in_flight import measure_in_flight
+from bench.listing import measure_listing
 from bench.plan import Plan
 from bench.read import clear_rows, load_rows, measure_read
 from bench.results import Check, Results
+from bench.streams import measure_streams
 from bench.submit import measure_submit, targets
 
 logger = logging.getLogger("bench")
@@ -40,6 +42,9 @@ async def _read(bench: BenchEnvironment, plan: Plan, results: Results) -> None:
             bench, plan, ids, processes=processes
         )
         _record(results, check)
+    logger.info("list and stats: API x1, %s rows", f"{plan.read_rows:,}")
+    results.listing, checks = await measure_listing(bench, plan)
+    _record(results, *checks)
     await clear_rows(bench)
 
 
@@ -58,6 +63,9 @@ async def _work(bench: BenchEnvironment, plan: Plan, results: Results) -> None:
     )
     results.in_flight, check = await measure_in_flight(bench, plan)
     _record(results, check)
+    logger.info("event streams: %s on API x1", f"{plan.streams:,}")
+    results.streams, checks = await measure_streams(bench, plan)
+    _record(results, *checks)
 
 
 async def run_suite(plan: Plan) -> tuple[Results, dict[str, str]]:
