@@ -183,6 +183,9 @@ class Signals:
                     await self._exchanges[signal].publish(
                         Message(orjson.dumps(task_ids), content_type="application/json"),
                         routing_key="",
+                        # Nobody bound is normal (no API has a stream open): dropped, not
+                        # returned to us as aio-pika's default `mandatory` would have it.
+                        mandatory=False,
                     )
         except BrokerUnavailable as exc:  # the session is going: they wait for the next one
             logger.warning("signal not sent", extra={"signal": signal.name, "error": str(exc)})
