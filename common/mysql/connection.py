@@ -160,11 +160,6 @@ class Transaction:
             await self._cursor.execute(sql, args)
         return int(self._cursor.rowcount)
 
-    @property
-    def last_insert_id(self) -> int:
-        """LAST_INSERT_ID() as the last statement left it (in its OK packet)."""
-        return int(self._cursor.lastrowid or 0)
-
     async def fetchall(self) -> list[tuple[Any, ...]]:
         async with asyncio.timeout(self._timeout):
             return list(await self._cursor.fetchall())

@@ -162,43 +162,42 @@ class MySQLTaskRepository:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    async def _execute(self, sql: str, args: Sequence[object]) -> int:
-        """One autocommit statement; the rows it changed. A statement chosen as a deadlock
-        victim was rolled back whole, so it is run again (up to three times in all)."""
+    async def _rerun_deadlock_victims(self, run: Callable[[], Awaitable[T]], what: str) -> T:
+        """`run()`; a statement or transaction the server chose as a deadlock victim was
+        rolled back whole, so it is run again (up to three times in all)."""
         for attempt in range(_DEADLOCK_ATTEMPTS):
             try:
-                async with self._database.cursor() as cursor:
-                    await cursor.execute(sql, args)
-                    return int(cursor.rowcount)
+                return await run()
             except DatabaseUnavailable as exc:
                 if not is_deadlock(exc) or attempt == _DEADLOCK_ATTEMPTS - 1:
                     raise
-                logger.info("statement retried after a deadlock", extra={"attempt": attempt + 1})
+                logger.info(f"{what} retried after a deadlock", extra={"attempt": attempt + 1})
         raise AssertionError("unreachable")
+
+    async def _execute(self, sql: str, args: Sequence[object]) -> int:
+        """One autocommit statement; the rows it changed."""
+
+        async def execute() -> int:
+            async with self._database.cursor() as cursor:
+                await cursor.execute(sql, args)
+                return int(cursor.rowcount)
+
+        return await self._rerun_deadlock_victims(execute, "statement")
 
     async def _in_transaction(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
-        """`work` in one transaction, run again (up to three times in all) when the server
-        rolled it back as a deadlock victim."""
-        for attempt in range(_DEADLOCK_ATTEMPTS):
-            try:
-                async with self._database.transaction() as transaction:
-                    return await work(transaction)
-            except DatabaseUnavailable as exc:
-                if not is_deadlock(exc) or attempt == _DEADLOCK_ATTEMPTS - 1:
-                    raise
-                logger.info("transaction retried after a deadlock", extra={"attempt": attempt + 1})
-        raise AssertionError("unreachable")
+        """`work` in one interactive transaction."""
+
+        async def transaction() -> T:
+            async with self._database.transaction() as transaction:
+                return await work(transaction)
+
+        return await self._rerun_deadlock_victims(transaction, "transaction")
 
     async def _script(self, statements: Sequence[Statement]) -> list[Result]:
-        """Database.script, run again (up to three times in all) for a deadlock victim."""
-        for attempt in range(_DEADLOCK_ATTEMPTS):
-            try:
-                return await self._database.script(statements)
-            except DatabaseUnavailable as exc:
-                if not is_deadlock(exc) or attempt == _DEADLOCK_ATTEMPTS - 1:
-                    raise
-                logger.info("transaction retried after a deadlock", extra={"attempt": attempt + 1})
-        raise AssertionError("unreachable")
+        """Database.script: one transaction in one round trip."""
+        return await self._rerun_deadlock_victims(
+            lambda: self._database.script(statements), "transaction"
+        )
 
     async def _rows(self, statement: Statement) -> list[tuple[Any, ...]]:
         async with self._database.cursor() as cursor:
