@@ -94,8 +94,8 @@ def main() -> int:
             subprocess.run(
                 ["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=False
             )
-    for label, numbers in runs.items():
-        medians = {key: statistics.median(run[key] for run in numbers) for key in _COLUMNS}
+    for label, measured in runs.items():
+        medians = {key: statistics.median(run[key] for run in measured) for key in _COLUMNS}
         print(_row(f"{label} median", medians, ""))
     return 0
 
