@@ -1,6 +1,7 @@
-"""`python -m bench.compare BASE [--pairs N]`: the hot-path measurements of this checkout
-against commit BASE, in alternating runs on the same host, each commit with its own services,
-bench code and `db/init.sql`.
+"""`python -m bench.compare BASE [--head REV] [--pairs N]`: the hot-path measurements of commit
+REV (default HEAD) against commit BASE, in alternating runs on the same host, each commit
+checked out on its own with its own services, bench code and `db/init.sql` (so the working
+tree may change while it runs).
 
 A change to a hot path is judged by the medians of such pairs, never by one run: on a shared
 host one run can be off by a factor of two. Prints one row per run and the medians, as
@@ -36,13 +37,25 @@ _COLUMNS = {
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
     parser.add_argument("base", help="the commit to compare against, e.g. origin/main")
+    parser.add_argument("--head", default="HEAD", help="the commit to measure (default HEAD)")
     parser.add_argument("--pairs", type=int, default=3, help="alternating pairs (default 3)")
     return parser.parse_args()
 
 
-def _checkout(base: str, into: Path) -> Path:
+def _short(revision: str) -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", revision],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip()
+
+
+def _checkout(revision: str, into: Path) -> Path:
     subprocess.run(
-        ["git", "worktree", "add", "--detach", str(into), base],
+        ["git", "worktree", "add", "--detach", str(into), revision],
         cwd=ROOT,
         check=True,
         capture_output=True,
@@ -77,23 +90,24 @@ def _row(label: str, numbers: dict[str, float], load: str) -> str:
 
 def main() -> int:
     arguments = _arguments()
-    head = machine.commit()
-    runs: dict[str, list[dict[str, float]]] = {arguments.base: [], head: []}
-    with tempfile.TemporaryDirectory(prefix="bench-base-") as scratch:
-        base = _checkout(arguments.base, Path(scratch) / "base")
+    labels = [_short(arguments.base), _short(arguments.head)]
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in labels}
+    with tempfile.TemporaryDirectory(prefix="bench-compare-") as scratch:
+        checkouts = [_checkout(label, Path(scratch) / label) for label in labels]
         try:
             print("| run | 1-min load before | " + " | ".join(_COLUMNS.values()) + " |")
             print("|---" * (len(_COLUMNS) + 2) + "|")
             for pair in range(arguments.pairs):
-                for label, checkout in ((arguments.base, base), (head, ROOT)):
+                for label, checkout in zip(labels, checkouts, strict=True):
                     load = machine.load_average()
                     numbers = _run(checkout)
                     runs[label].append(numbers)
                     print(_row(f"{label} #{pair + 1}", numbers, load), flush=True)
         finally:
-            subprocess.run(
-                ["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=False
-            )
+            for checkout in checkouts:
+                subprocess.run(
+                    ["git", "worktree", "remove", "--force", str(checkout)], cwd=ROOT, check=False
+                )
     for label, measured in runs.items():
         medians = {key: statistics.median(run[key] for run in measured) for key in _COLUMNS}
         print(_row(f"{label} median", medians, ""))
