@@ -19,8 +19,6 @@ from bench.wrk import run_wrk
 PAGE_SIZE = 100  # the largest page the API gives
 DEEP_PAGES = 100  # pages walked to the deep cursor: its page starts 10,000 rows down
 FILTER = "COMPLETED"
-# Each stats answer counts the whole status index: several at once would time MariaDB's queue.
-STATS_CONNECTIONS = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +127,7 @@ async def measure_listing(bench: BenchEnvironment, plan: Plan) -> tuple[Listing,
             )
         )
         stats, failed = await _time(
-            plan, service, "/api/tasks/stats", connections=STATS_CONNECTIONS
+            plan, service, "/api/tasks/stats", connections=plan.list_connections
         )
         checks.append(await _stats_check(bench, service, failed))
         service.check_alive()

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncmy
 
+from common.mysql.counts import RECOUNT
 from common.settings import Settings
 
 # Rows per INSERT statement and per transaction when loading in bulk.
@@ -58,6 +59,12 @@ class TaskTable:
     async def truncate(self) -> None:
         for table in _TABLES:
             await self._fetch(f"TRUNCATE TABLE {table}")
+        await self.recount()
+
+    async def recount(self) -> None:
+        """task_counts from the rows: the bulk loads write rows around the transitions."""
+        for statement in RECOUNT:
+            await self._fetch(statement)
 
     async def status_counts(self) -> dict[str, int]:
         rows = await self._fetch("SELECT status, COUNT(*) FROM tasks GROUP BY status")
@@ -157,6 +164,7 @@ class TaskTable:
                 for start in range(0, len(statements), share)
             )
         )
+        await self.recount()
 
     async def _run_in_transactions(self, statements: Sequence[str]) -> None:
         async with self._pool.acquire() as connection, connection.cursor() as cursor:

@@ -119,14 +119,17 @@ async def test_a_deadlock_victim_is_run_again(scripted: list[ScriptedPool]) -> N
     repository = MySQLTaskRepository(await database_on(scripted, ScriptedPool(connection)))
 
     assert await repository.fail("t", "boom") is True
-    # The whole transaction again, in one round trip: the transition, its event, the commit.
+    # The whole transaction again, in one round trip: the transition, its count, its event,
+    # the commit.
     assert len(connection.statements) == 3
-    assert [part.split()[0] for part in connection.statements[-1].split("; ")] == [
-        "SET",  # READ COMMITTED
-        "BEGIN",
-        "UPDATE",
-        "INSERT",
-        "COMMIT",
+    assert [part.split()[:2] for part in connection.statements[-1].split("; ")] == [
+        ["SET", "TRANSACTION"],  # READ COMMITTED
+        ["BEGIN"],
+        ["UPDATE", "tasks"],
+        ["SET", "@moved"],
+        ["UPDATE", "task_counts"],
+        ["INSERT", "INTO"],
+        ["COMMIT"],
     ]
 
 

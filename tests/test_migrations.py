@@ -19,9 +19,11 @@ import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from common.mysql.counts import SHARDS
 from common.mysql.revision import SCHEMA_REVISION
 from common.mysql.schema import INIT_SQL
 from common.settings import DatabaseAddress
+from common.tasks import TaskStatus
 from testkit.deployment import ROOT, load_compose
 from testkit.scratch import database_url, scratch_database
 from testkit.sql import query
@@ -135,6 +137,14 @@ async def insert_rows(address: DatabaseAddress) -> None:
         await query(address, f"INSERT INTO tasks ({COLUMNS_0001}) VALUES ({placeholders})", *row)
 
 
+async def count_rows(address: DatabaseAddress) -> list[tuple[Any, ...]]:
+    """task_counts summed per status, in the ENUM's order."""
+    return await query(
+        address,
+        "SELECT status, CAST(SUM(n) AS SIGNED) FROM task_counts GROUP BY status ORDER BY status",
+    )
+
+
 async def rows_0001(address: DatabaseAddress) -> list[tuple[Any, ...]]:
     return await query(address, f"SELECT {COLUMNS_0001} FROM tasks ORDER BY id")
 
@@ -143,7 +153,7 @@ async def rows_0001(address: DatabaseAddress) -> list[tuple[Any, ...]]:
 def test_the_code_needs_the_newest_migration() -> None:
     script = ScriptDirectory.from_config(Config(str(ALEMBIC_INI)))
     assert script.get_heads() == [SCHEMA_REVISION]  # one head: the history is a line
-    assert [rev.revision for rev in script.walk_revisions()] == ["0002", "0001"]
+    assert [rev.revision for rev in script.walk_revisions()] == ["0003", "0002", "0001"]
 
 
 @pytest.mark.unit
@@ -202,6 +212,10 @@ async def test_a_database_from_the_old_init_sql_keeps_every_row_on_its_way_to_he
             " AND t.attempts = e.attempts AND t.updated_at = e.created_at",
         )
         assert len(events) == len(ROWS_0001)
+        # The counts start from the rows.
+        assert await count_rows(old) == [
+            (s, 1) for s in ("PENDING", "PROCESSING", "COMPLETED", "FAILED")
+        ] + [("CANCELLED", 0)]
         assert await revision_of(old) == [SCHEMA_REVISION]
         assert await schema_of(old) == await schema_of(head)
         await migrated(old, "upgrade", "head")  # at head: nothing to do
@@ -216,6 +230,11 @@ async def test_all_migrations_on_an_empty_database_make_what_init_sql_makes() ->
         for part in ("tables", "columns", "indexes"):
             assert migrated_schema[part] == loaded_schema[part], part
         assert {row[0] for row in loaded_schema["tables"]} >= {"tasks", "alembic_version"}
+        shards = "SELECT status, shard, n FROM task_counts ORDER BY status, shard"
+        seeded = await query(loaded, shards)
+        assert await query(migrated_db, shards) == seeded
+        assert len(seeded) == len(TaskStatus) * SHARDS
+        assert {n for _, _, n in seeded} == {0}
         assert await revision_of(migrated_db) == await revision_of(loaded) == [SCHEMA_REVISION]
 
 
@@ -251,7 +270,8 @@ async def test_the_way_down_refuses_a_status_0001_cannot_store() -> None:
         code, output = await alembic(address, "downgrade", "0001")
         assert code != 0
         assert "FAILED: 1 tasks are CANCELLED, which revision 0001 cannot store" in output
-        assert await revision_of(address) == [SCHEMA_REVISION]
+        # The steps above 0002 were taken (MySQL cannot roll DDL back); 0002 itself was not.
+        assert await revision_of(address) == ["0002"]
         assert await query(address, "SELECT status FROM tasks") == [("CANCELLED",)]
 
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import orjson
 
 from common.errors import DatabaseUnavailable, IdempotencyKeyReused
+from common.mysql import counts
 from common.mysql.connection import Database, Result, Statement, Transaction
 from common.mysql.errors import is_deadlock
 from common.mysql.events import EVENT_COLUMNS, event_of, events_statement, in_clause
@@ -123,7 +124,7 @@ def _naive(value: datetime) -> datetime:
 
 
 def _insert_statements(tasks: Sequence[NewTask], now: datetime) -> list[Statement]:
-    """The tasks' rows and their `created` events."""
+    """The tasks' rows, their count and their `created` events."""
     naive = now.replace(tzinfo=None)
     values: list[object] = []
     events: list[object] = []
@@ -138,12 +139,25 @@ def _insert_statements(tasks: Sequence[NewTask], now: datetime) -> list[Statemen
             f" VALUES {rows}",
             values,
         ),
+        counts.created(len(tasks)),
         (
             "INSERT INTO task_events (task_id, kind, status, attempts, created_at) VALUES "
             + ", ".join(["(%s, 'created', 'PENDING', 0, %s)"] * len(tasks)),
             events,
         ),
     ]
+
+
+def _claim_sql(ids: int, condition: str) -> str:
+    """The claim of those of `ids` tasks that meet `condition`; its %s take the lease in
+    microseconds, the claim's token, the ids, then the condition's own."""
+    return (
+        "UPDATE tasks SET status = 'PROCESSING', attempts = LAST_INSERT_ID(attempts + 1),"
+        " lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND,"
+        " dispatched_at = COALESCE(dispatched_at, UTC_TIMESTAMP(6)),"
+        " claim_token = %s, started_at = COALESCE(started_at, UTC_TIMESTAMP(6))"
+        f" WHERE id IN ({in_clause(ids)}) AND {condition}"
+    )
 
 
 def _claims_of_one(requests: Sequence[ClaimRequest], *, attempts: int) -> list[Claim]:
@@ -337,7 +351,7 @@ class MySQLTaskRepository:
     async def claim_many(
         self, requests: Sequence[ClaimRequest], *, lease_seconds: float
     ) -> list[Claim]:
-        """Claim a batch in one UPDATE, then read back which rows carry this batch's token.
+        """Claim a batch in one transaction, then read back which rows carry its token.
 
         The claim also sets the outbox mark: a worker holding the message proves it was
         dispatched, so the dispatcher will not send it again. A task asked for twice in one
@@ -346,20 +360,25 @@ class MySQLTaskRepository:
         ids = sorted({request.task_id for request in requests})
         stealing = sorted({r.task_id for r in requests if r.steal}) or [""]
         token = uuid.uuid4().hex
+        lease = int(lease_seconds * 1_000_000)
         statements = [
             # LAST_INSERT_ID(expr) hands the new attempt count back in the OK packet: for a
             # batch of one task (the usual case below saturation) no read-back is needed.
+            # PENDING rows first, then PROCESSING ones whose lease ran out (or that a
+            # redelivery takes over), in a statement of their own: only the first move
+            # changes the counts.
+            (_claim_sql(len(ids), "status = 'PENDING'"), [lease, token, *ids]),
+            counts.MOVED_ROWS,
             (
-                "UPDATE tasks SET status = 'PROCESSING', attempts = LAST_INSERT_ID(attempts + 1),"
-                " lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND,"
-                " dispatched_at = COALESCE(dispatched_at, UTC_TIMESTAMP(6)),"
-                " claim_token = %s, started_at = COALESCE(started_at, UTC_TIMESTAMP(6))"
-                f" WHERE id IN ({in_clause(len(ids))}) AND (status = 'PENDING'"
-                " OR (status = 'PROCESSING' AND (lease_expires_at IS NULL"
-                " OR lease_expires_at < UTC_TIMESTAMP(6)"
-                f" OR id IN ({in_clause(len(stealing))}))))",
-                [int(lease_seconds * 1_000_000), token, *ids, *stealing],
+                _claim_sql(
+                    len(ids),
+                    "status = 'PROCESSING' AND NOT claim_token <=> %s AND (lease_expires_at"
+                    " IS NULL OR lease_expires_at < UTC_TIMESTAMP(6)"
+                    f" OR id IN ({in_clause(len(stealing))}))",
+                ),
+                [lease, token, *ids, token, *stealing],
             ),
+            counts.moved(TaskStatus.PENDING, TaskStatus.PROCESSING),
             events_statement(EventKind.STARTED, ids, token=token),
         ]
         state: Statement = (
@@ -368,10 +387,11 @@ class MySQLTaskRepository:
         )
         if len(ids) > 1:
             statements.append(state)
-        claimed, *_, found = await self._script(statements)
+        from_pending, _, from_processing, *_, found = await self._script(statements)
         if len(ids) == 1:
-            if claimed.rowcount == 1:
-                return _claims_of_one(requests, attempts=claimed.last_insert_id)
+            for claimed in (from_pending, from_processing):
+                if claimed.rowcount == 1:
+                    return _claims_of_one(requests, attempts=claimed.last_insert_id)
             found = Result(0, await self._rows(state))  # not claimed: the row says why
         rows = {row[0]: row[1:] for row in found.rows}
         claims: list[Claim] = []
@@ -398,6 +418,8 @@ class MySQLTaskRepository:
                 f" WHERE id IN ({in_clause(len(ids))}) AND status = 'PROCESSING'",
                 [token, *ids],
             ),
+            counts.MOVED_ROWS,
+            counts.moved(TaskStatus.PROCESSING, TaskStatus.COMPLETED),
             events_statement(EventKind.COMPLETED, ids, token=token),
         ]
         if len(ids) > 1:  # which of them this statement completed
@@ -423,18 +445,22 @@ class MySQLTaskRepository:
         kind: EventKind,
         task_id: str,
         source: TaskStatus,
+        target: TaskStatus,
         changes: str,
         values: Sequence[object] = (),
     ) -> bool:
-        """One conditional UPDATE of one task (`changes`, with `values` for its %s, while its
-        status is `source`) and, if it moved, its event."""
+        """One conditional UPDATE of one task (`source` -> `target`, with `changes`, whose %s
+        take `values`) and, if it moved, its count and its event."""
         token = uuid.uuid4().hex
-        moved, _ = await self._script(
+        moved, *_ = await self._script(
             [
                 (
-                    f"UPDATE tasks SET {changes}, claim_token = %s WHERE id = %s AND status = %s",
-                    [*values, token, task_id, source.value],
+                    f"UPDATE tasks SET status = %s, {changes}, claim_token = %s"
+                    " WHERE id = %s AND status = %s",
+                    [target.value, *values, token, task_id, source.value],
                 ),
+                counts.MOVED_ROWS,
+                counts.moved(source, target),
                 events_statement(kind, [task_id], token=token),
             ]
         )
@@ -445,7 +471,8 @@ class MySQLTaskRepository:
             EventKind.RETRY_SCHEDULED,
             task_id,
             TaskStatus.PROCESSING,
-            "status = 'PENDING', lease_expires_at = NULL, last_error = %s",
+            TaskStatus.PENDING,
+            "lease_expires_at = NULL, last_error = %s",
             [error[:500]],
         )
 
@@ -454,7 +481,8 @@ class MySQLTaskRepository:
             EventKind.FAILED,
             task_id,
             TaskStatus.PROCESSING,
-            "status = 'FAILED', lease_expires_at = NULL, last_error = %s",
+            TaskStatus.FAILED,
+            "lease_expires_at = NULL, last_error = %s",
             [error[:500]],
         )
 
@@ -463,8 +491,8 @@ class MySQLTaskRepository:
             EventKind.REDRIVEN,
             task_id,
             TaskStatus.FAILED,
-            "status = 'PENDING', attempts = 0, last_error = NULL, dispatched_at = NULL,"
-            " completed_at = NULL",
+            TaskStatus.PENDING,
+            "attempts = 0, last_error = NULL, dispatched_at = NULL, completed_at = NULL",
         )
         return await self.get(task_id) if changed else None
 
@@ -473,9 +501,11 @@ class MySQLTaskRepository:
         final task is left as it is (`cancelled` False). The row is locked first, so the
         status it had is the one the cancel moved it from."""
         token = uuid.uuid4().hex
-        locked, moved, _ = await self._script(
+        locked, _, moved, *_ = await self._script(
             [
                 ("SELECT status FROM tasks WHERE id = %s FOR UPDATE", [task_id]),
+                # Read again into a variable for the counts: unchanged, as the row is locked.
+                ("SET @was = (SELECT status FROM tasks WHERE id = %s)", [task_id]),
                 # The outbox mark too: a cancelled task has no message left to send, and an
                 # unmarked row would stay in the dispatcher's index range for good.
                 (
@@ -485,6 +515,8 @@ class MySQLTaskRepository:
                     " WHERE id = %s AND status IN ('PENDING', 'PROCESSING')",
                     [token, task_id],
                 ),
+                counts.MOVED_ROWS,
+                counts.moved_from_variable("@was", TaskStatus.CANCELLED),
                 events_statement(EventKind.CANCELLED, [task_id], token=token),
             ]
         )
@@ -513,9 +545,9 @@ class MySQLTaskRepository:
         return rows[: query.limit], len(rows) > query.limit
 
     async def count_by_status(self) -> dict[TaskStatus, int]:
-        """How many tasks have each status (0 included), from idx_tasks_status_created."""
+        """How many tasks have each status (0 included), from task_counts."""
         async with self._database.cursor() as cursor:
-            await cursor.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status")
+            await cursor.execute(counts.TOTALS)
             found = {TaskStatus(status): int(count) for status, count in await cursor.fetchall()}
         return {status: found.get(status, 0) for status in TaskStatus}
 

@@ -16,7 +16,7 @@ from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 
 async def database_revision(database: Database) -> str | None:
