@@ -49,8 +49,15 @@ class ForwardingTaskRepository:
     async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:
         return await self.inner.claim(task_id, lease_seconds=lease_seconds, steal=steal)
 
-    async def complete(self, task_id: str) -> bool:
-        return await self.inner.complete(task_id)
+    async def complete(self, task_id: str, result: str | None = None) -> bool:
+        return await self.inner.complete(task_id, result)
+
+    async def report_progress(
+        self, task_id: str, *, attempt: int, progress: float, note: str | None
+    ) -> bool:
+        return await self.inner.report_progress(
+            task_id, attempt=attempt, progress=progress, note=note
+        )
 
     async def release_for_retry(self, task_id: str, error: str) -> bool:
         return await self.inner.release_for_retry(task_id, error)

@@ -9,19 +9,34 @@ from typing import Any
 import orjson
 
 from common.errors import InvalidTaskMessage
+from common.task_types import DEFAULT_TYPE
 from common.tasks import TaskRecord
 
 
 @dataclass(frozen=True, slots=True)
 class TaskMessage:
+    """What a worker needs to run the task without reading its row first. A message from
+    before task types has no type: it is a `simulated` task."""
+
     task_id: str
     title: str
     description: str | None
     metadata: dict[str, Any] | None
+    type: str = DEFAULT_TYPE
+    payload: dict[str, Any] | None = None
+    timeout_seconds: int | None = None
 
     @classmethod
     def from_record(cls, record: TaskRecord) -> TaskMessage:
-        return cls(record.task_id, record.title, record.description, record.metadata)
+        return cls(
+            record.task_id,
+            record.title,
+            record.description,
+            record.metadata,
+            record.type,
+            record.payload,
+            record.timeout_seconds,
+        )
 
     def encode(self) -> bytes:
         return orjson.dumps(
@@ -30,6 +45,9 @@ class TaskMessage:
                 "title": self.title,
                 "description": self.description,
                 "metadata": self.metadata,
+                "type": self.type,
+                "payload": self.payload,
+                "timeout_seconds": self.timeout_seconds,
             }
         )
 
@@ -56,9 +74,21 @@ def decode_task_message(body: bytes) -> TaskMessage:
     if not is_task_id(task_id):
         raise InvalidTaskMessage("task_id is missing or not a UUID")
     metadata = payload.get("metadata")
+    task_type = payload.get("type", DEFAULT_TYPE)
+    if not isinstance(task_type, str) or not task_type:
+        raise InvalidTaskMessage("type is not a non-empty string")
+    task_payload = payload.get("payload")
+    if task_payload is not None and not isinstance(task_payload, dict):
+        raise InvalidTaskMessage("payload is not a JSON object")
+    timeout = payload.get("timeout_seconds")
+    if timeout is not None and (type(timeout) is not int or timeout < 1):
+        raise InvalidTaskMessage("timeout_seconds is not a positive integer")
     return TaskMessage(
         task_id=str(task_id).lower(),
         title=str(payload.get("title") or ""),
         description=payload.get("description"),
         metadata=metadata if isinstance(metadata, dict) else None,
+        type=task_type,
+        payload=task_payload,
+        timeout_seconds=timeout,
     )

@@ -34,10 +34,19 @@ class NotifyingTaskRepository(ForwardingTaskRepository):
         self._moved(task_id, claim.result is ClaimResult.CLAIMED)
         return claim
 
-    async def complete(self, task_id: str) -> bool:
-        completed = await self.inner.complete(task_id)
+    async def complete(self, task_id: str, result: str | None = None) -> bool:
+        completed = await self.inner.complete(task_id, result)
         self._moved(task_id, completed)
         return completed
+
+    async def report_progress(
+        self, task_id: str, *, attempt: int, progress: float, note: str | None
+    ) -> bool:
+        reported = await self.inner.report_progress(
+            task_id, attempt=attempt, progress=progress, note=note
+        )
+        self._moved(task_id, reported)
+        return reported
 
     async def release_for_retry(self, task_id: str, error: str) -> bool:
         released = await self.inner.release_for_retry(task_id, error)

@@ -63,8 +63,16 @@ class TaskRepository(Protocol):
         its lease has expired, or at once when `steal` is set (the message was redelivered)."""
         ...
 
-    async def complete(self, task_id: str) -> bool:
-        """PROCESSING -> COMPLETED with completed_at; False when it was not PROCESSING."""
+    async def complete(self, task_id: str, result: str | None = None) -> bool:
+        """PROCESSING -> COMPLETED with completed_at and `result` (JSON text, or None);
+        False when it was not PROCESSING."""
+        ...
+
+    async def report_progress(
+        self, task_id: str, *, attempt: int, progress: float, note: str | None
+    ) -> bool:
+        """The running attempt's progress (0.0-1.0) and note, with a `progress` event; False
+        when the task is no longer PROCESSING in that attempt."""
         ...
 
     async def release_for_retry(self, task_id: str, error: str) -> bool:

@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     retry_backoff_max_seconds: float = Field(default=300.0, gt=0)
     unknown_task_max_lookups: int = Field(default=3, ge=1)
     processing_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    # Task types (common.task_types): the largest result a handler may return, how many
+    # workers without a handler for a task's type pass it on before it is FAILED, and the
+    # processes that run CPU-bound handlers (0: one per core).
+    result_max_bytes: int = Field(default=65_536, ge=1, le=16 * 1024 * 1024)
+    unknown_type_max_attempts: int = Field(default=5, ge=1)
+    cpu_pool_size: int = Field(default=0, ge=0, le=256)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "text"] = "text"

@@ -54,6 +54,7 @@ class EventKind(enum.StrEnum):
 
     CREATED = "created"
     STARTED = "started"  # claimed: an attempt begins
+    PROGRESS = "progress"  # the running attempt's handler reported how far it is
     RETRY_SCHEDULED = "retry_scheduled"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -71,6 +72,9 @@ class NewTask:
     title: str
     description: str
     metadata: dict[str, Any] | None
+    type: str = "simulated"  # a name from common.task_types.CATALOGUE
+    payload: dict[str, Any] | None = None  # valid for the type's payload model
+    timeout_seconds: int | None = None  # None: the type's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,12 @@ class TaskRecord:
     updated_at: datetime
     completed_at: datetime | None
     started_at: datetime | None = None
+    type: str = "simulated"
+    payload: dict[str, Any] | None = None
+    timeout_seconds: int | None = None
+    result: Any = None  # the handler's return value (any JSON), once COMPLETED
+    progress: float | None = None
+    progress_note: str | None = None
 
     @property
     def is_final(self) -> bool:
@@ -107,6 +117,9 @@ class TaskRecord:
             created_at=created_at,
             updated_at=created_at,
             completed_at=None,
+            type=task.type,
+            payload=task.payload,
+            timeout_seconds=task.timeout_seconds,
         )
 
 
@@ -121,6 +134,8 @@ class TaskEvent:
     attempts: int
     error: str | None
     created_at: datetime
+    progress: float | None = None
+    note: str | None = None
 
     @property
     def is_final(self) -> bool:

@@ -13,10 +13,22 @@ CREATE TABLE IF NOT EXISTS tasks (
     description      MEDIUMTEXT,
     status           ENUM('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED', 'CANCELLED') NOT NULL DEFAULT 'PENDING',
     metadata         JSON         NULL,
+    -- What the task runs: a name from the catalogue (common/task_types.py), its input
+    -- (validated against the type's model at submit) and the time an attempt may take (NULL:
+    -- the type's default).
+    type             VARCHAR(64)  NOT NULL DEFAULT 'simulated',
+    payload          JSON         NULL,
+    timeout_seconds  INT UNSIGNED NULL DEFAULT NULL,
     -- How many times a worker has claimed the task; a claim is an attempt.
     attempts         INT UNSIGNED NOT NULL DEFAULT 0,
     -- A short, safe summary of the last failed attempt.
     last_error       VARCHAR(500) NULL DEFAULT NULL,
+    -- What the handler returned, written with COMPLETED (at most RESULT_MAX_BYTES of JSON).
+    result           JSON         NULL,
+    -- How far the running attempt is, as its handler last reported (0.0-1.0, 1.0 once
+    -- COMPLETED), with an optional note.
+    progress         DOUBLE       NULL DEFAULT NULL,
+    progress_note    VARCHAR(255) NULL DEFAULT NULL,
     -- The outbox mark: NULL until the broker has confirmed the task's message. Written in the
     -- same statement as the task, so a task can never exist without it; the dispatcher
     -- publishes whatever stays NULL (broker down, process died between commit and publish).
@@ -46,12 +58,15 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE TABLE IF NOT EXISTS task_events (
     id         BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
     task_id    VARCHAR(36)  NOT NULL,
-    -- created, started, retry_scheduled, completed, failed, cancelled, redriven
+    -- created, started, progress, retry_scheduled, completed, failed, cancelled, redriven
     kind       VARCHAR(32)  NOT NULL,
     -- The task's status and attempts just after the transition.
     status     ENUM('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED', 'CANCELLED') NOT NULL,
     attempts   INT UNSIGNED NOT NULL,
     error      VARCHAR(500) NULL DEFAULT NULL,
+    -- The task's progress and note just after it (a `progress` event is a report of them).
+    progress   DOUBLE       NULL DEFAULT NULL,
+    note       VARCHAR(255) NULL DEFAULT NULL,
     created_at DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
     PRIMARY KEY (id),
     KEY idx_task_events_task (task_id, id)
@@ -101,4 +116,4 @@ CREATE TABLE IF NOT EXISTS alembic_version (
 -- Only into an empty table, so that running this file again changes nothing. Keep the revision
 -- equal to the newest migration's (and to SCHEMA_REVISION in common/mysql/revision.py).
 INSERT INTO alembic_version (version_num)
-SELECT '0003' FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM alembic_version);
+SELECT '0004' FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM alembic_version);

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import orjson
+
 from common.errors import BrokerUnavailable, DatabaseUnavailable, IdempotencyKeyReused
 from common.messages import TaskMessage
 from common.ports import PublishOne
@@ -77,7 +79,15 @@ class InMemoryTaskRepository:
         error = row.last_error if kind in (EventKind.RETRY_SCHEDULED, EventKind.FAILED) else None
         self.events.append(
             TaskEvent(
-                len(self.events) + 1, task_id, kind, row.status, row.attempts, error, row.updated_at
+                len(self.events) + 1,
+                task_id,
+                kind,
+                row.status,
+                row.attempts,
+                error,
+                row.updated_at,
+                progress=row.progress,
+                note=row.progress_note,
             )
         )
 
@@ -133,7 +143,7 @@ class InMemoryTaskRepository:
         self._event(task_id, EventKind.STARTED)
         return Claim(ClaimResult.CLAIMED, attempts=row.attempts + 1)
 
-    async def complete(self, task_id: str) -> bool:
+    async def complete(self, task_id: str, result: str | None = None) -> bool:
         self._enter("complete")
         now = datetime.now(UTC)
         return self._transition(
@@ -143,7 +153,20 @@ class InMemoryTaskRepository:
             status=TaskStatus.COMPLETED,
             completed_at=now,
             updated_at=now,
+            result=None if result is None else orjson.loads(result),
+            progress=1.0,
         )
+
+    async def report_progress(
+        self, task_id: str, *, attempt: int, progress: float, note: str | None
+    ) -> bool:
+        self._enter("report_progress")
+        row = self.rows.get(task_id)
+        if row is None or row.status is not TaskStatus.PROCESSING or row.attempts != attempt:
+            return False
+        self._update(task_id, progress=progress, progress_note=note)
+        self._event(task_id, EventKind.PROGRESS)
+        return True
 
     def _transition(
         self, task_id: str, source: TaskStatus, kind: EventKind, **changes: object

@@ -16,12 +16,42 @@ pytestmark = pytest.mark.unit
 def test_message_round_trips_with_unicode_and_metadata() -> None:
     message = TaskMessage(str(uuid.uuid4()), "Résumé 😀", "long\ntext", {"a": [1, {"b": None}]})
     assert decode_task_message(message.encode()) == message
-    assert json.loads(message.encode()).keys() == {"task_id", "title", "description", "metadata"}
+    assert json.loads(message.encode()).keys() == {
+        "task_id",
+        "title",
+        "description",
+        "metadata",
+        "type",
+        "payload",
+        "timeout_seconds",
+    }
+    typed = TaskMessage(str(uuid.uuid4()), "t", None, None, "hash_chain", {"rounds": 5}, 30)
+    assert decode_task_message(typed.encode()) == typed
+
+
+def test_a_message_from_before_task_types_is_a_simulated_task() -> None:
+    task_id = str(uuid.uuid4())
+    body = json.dumps({"task_id": task_id, "title": "t", "description": "d", "metadata": None})
+    message = decode_task_message(body.encode())
+    assert (message.type, message.payload, message.timeout_seconds) == ("simulated", None, None)
 
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"\xff\xfe", b"nope", b"[]", b'"x"', b'{"task_id": null}', b'{"task_id": "123"}'],
+    [
+        b"",
+        b"\xff\xfe",
+        b"nope",
+        b"[]",
+        b'"x"',
+        b'{"task_id": null}',
+        b'{"task_id": "123"}',
+        b'{"task_id": "%s", "type": 5}' % str(uuid.uuid4()).encode(),
+        b'{"task_id": "%s", "type": ""}' % str(uuid.uuid4()).encode(),
+        b'{"task_id": "%s", "payload": [1]}' % str(uuid.uuid4()).encode(),
+        b'{"task_id": "%s", "timeout_seconds": 0}' % str(uuid.uuid4()).encode(),
+        b'{"task_id": "%s", "timeout_seconds": true}' % str(uuid.uuid4()).encode(),
+    ],
 )
 def test_undecodable_messages_raise(body: bytes) -> None:
     with pytest.raises(InvalidTaskMessage):

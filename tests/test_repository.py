@@ -82,8 +82,8 @@ async def test_a_batch_of_one_task_needs_no_read_back(repository: MySQLTaskRepos
     assert await repository.claim(task_id, lease_seconds=60, steal=False) == Claim(
         ClaimResult.HELD_ELSEWHERE
     )
-    assert await repository.complete_many([task_id, task_id]) == [True, False]
-    assert await repository.complete_many([task_id]) == [False]
+    assert await repository.complete_many([(task_id, None), (task_id, None)]) == [True, False]
+    assert await repository.complete_many([(task_id, None)]) == [False]
     record = await repository.get(task_id)
     assert record is not None
     assert (record.status, record.attempts) == (TaskStatus.COMPLETED, 2)
@@ -93,16 +93,20 @@ async def test_complete_many_completes_each_task_once(repository: MySQLTaskRepos
     first, second, pending = [t.task_id for t in await repository.create_many(new_tasks(3))]
     await repository.claim_many([ClaimRequest(first), ClaimRequest(second)], lease_seconds=60)
 
-    assert await repository.complete_many([first, first, second, pending]) == [
-        True,
-        False,
-        True,
-        False,
-    ]
+    # Each with its result; the first time a task is named is the one that counts.
+    completions = [(first, '{"n": 1}'), (first, '{"n": 2}'), (second, None), (pending, "[]")]
+    assert await repository.complete_many(completions) == [True, False, True, False]
     record = await repository.get(first)
     assert record is not None
     assert record.completed_at is not None
-    assert await repository.complete_many([first, second]) == [False, False]
+    assert (record.result, record.progress) == ({"n": 1}, 1.0)
+    other = await repository.get(second)
+    assert other is not None
+    assert other.result is None
+    untouched = await repository.get(pending)
+    assert untouched is not None
+    assert (untouched.status, untouched.result) == (TaskStatus.PENDING, None)
+    assert await repository.complete_many([(first, None), (second, "1")]) == [False, False]
     again = await repository.get(first)
     assert again is not None
     assert again.completed_at == record.completed_at

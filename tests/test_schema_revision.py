@@ -27,9 +27,9 @@ from testkit.sql import query
 
 pytestmark = pytest.mark.integration
 
-OUTDATED = "the database schema is at revision 0001, this version needs 0003: run make migrate"
+OUTDATED = "the database schema is at revision 0001, this version needs 0004: run make migrate"
 UNMIGRATED = (
-    "the database schema has no revision (no alembic_version row), this version needs 0003:"
+    "the database schema has no revision (no alembic_version row), this version needs 0004:"
     " run make migrate"
 )
 

@@ -64,7 +64,7 @@ async def test_every_transition_keeps_the_counts_exact(
     await assert_exact(repository, direct)
 
     # A batch with a task that is not PROCESSING: only the others move.
-    await repository.complete_many([ids[0], ids[1], ids[7]])
+    await repository.complete_many([(ids[0], None), (ids[1], '{"a": 1}'), (ids[7], None)])
     assert await repository.release_for_retry(ids[2], "again")
     assert await repository.fail(ids[3], "boom")
     assert not await repository.fail(ids[0], "already COMPLETED")

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from api.middleware import BodySizeLimit, UnhandledErrors
 from api.openapi import install_openapi
 from api.problems import install_problem_handlers
-from api.routes import health_routes, task_routes
+from api.routes import health_routes, task_routes, task_type_routes
 from common.amqp import Broker, Signal
 from common.errors import ConfigurationError, SchemaOutdated
 from common.heap import freeze_startup_objects
@@ -162,6 +162,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(task_routes(backends, settings))
+    app.include_router(task_type_routes(settings))
     app.include_router(health_routes(backends))
     install_problem_handlers(app, retry_after_seconds=settings.retry_after_seconds)
     install_openapi(app)

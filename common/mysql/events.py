@@ -15,7 +15,7 @@ from typing import Any
 from common.mysql.connection import Statement
 from common.tasks import EventKind, TaskEvent, TaskStatus
 
-EVENT_COLUMNS = "id, task_id, kind, status, attempts, error, created_at"
+EVENT_COLUMNS = "id, task_id, kind, status, attempts, error, progress, note, created_at"
 # The kinds that carry the attempt's error.
 _WITH_ERROR = frozenset({EventKind.RETRY_SCHEDULED, EventKind.FAILED})
 
@@ -29,15 +29,17 @@ def events_statement(kind: EventKind, task_ids: Sequence[str], *, token: str) ->
     transition before it in the same transaction wrote it), as their rows read now."""
     error = "last_error" if kind in _WITH_ERROR else "NULL"
     return (
-        "INSERT INTO task_events (task_id, kind, status, attempts, error, created_at)"
-        f" SELECT id, %s, status, attempts, {error}, updated_at FROM tasks"
+        "INSERT INTO task_events"
+        " (task_id, kind, status, attempts, error, progress, note, created_at)"
+        f" SELECT id, %s, status, attempts, {error}, progress, progress_note, updated_at"
+        " FROM tasks"
         f" WHERE id IN ({in_clause(len(task_ids))}) AND claim_token = %s ORDER BY id",
         [kind.value, *task_ids, token],
     )
 
 
 def event_of(row: tuple[Any, ...]) -> TaskEvent:
-    event_id, task_id, kind, status, attempts, error, created_at = row
+    event_id, task_id, kind, status, attempts, error, progress, note, created_at = row
     return TaskEvent(
         event_id=int(event_id),
         task_id=task_id,
@@ -45,5 +47,7 @@ def event_of(row: tuple[Any, ...]) -> TaskEvent:
         status=TaskStatus(status),
         attempts=int(attempts),
         error=error,
+        progress=progress,
+        note=note,
         created_at=created_at.replace(tzinfo=UTC),
     )

@@ -77,5 +77,5 @@ class GroupedTaskRepository(ForwardingTaskRepository):
     async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:
         return await self._claims.submit((ClaimRequest(task_id, steal), lease_seconds))
 
-    async def complete(self, task_id: str) -> bool:
-        return await self._completions.submit(task_id)
+    async def complete(self, task_id: str, result: str | None = None) -> bool:
+        return await self._completions.submit((task_id, result))

@@ -51,7 +51,8 @@ class ClaimRequest:
 
 _COLUMNS = (
     "id, title, description, status, metadata, attempts, last_error,"
-    " created_at, updated_at, completed_at, started_at"
+    " created_at, updated_at, completed_at, started_at,"
+    " type, payload, timeout_seconds, result, progress, progress_note"
 )
 
 
@@ -59,8 +60,13 @@ def _utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.replace(tzinfo=UTC)
 
 
+def _json(value: str | bytes | None) -> Any:
+    return None if value is None else orjson.loads(value)
+
+
 def _record(row: tuple[Any, ...]) -> TaskRecord:
-    task_id, title, description, status, metadata, attempts, last_error, *times = row
+    task_id, title, description, status, metadata, attempts, last_error, *rest = row
+    times, (task_type, payload, timeout_seconds, result, progress, note) = rest[:4], rest[4:]
     created_at, updated_at, completed_at, started_at = (_utc(value) for value in times)
     assert created_at is not None
     assert updated_at is not None
@@ -69,13 +75,19 @@ def _record(row: tuple[Any, ...]) -> TaskRecord:
         title=title,
         description=description,
         status=TaskStatus(status),
-        metadata=None if metadata is None else orjson.loads(metadata),
+        metadata=_json(metadata),
         attempts=attempts,
         last_error=last_error,
         created_at=created_at,
         updated_at=updated_at,
         completed_at=completed_at,
         started_at=started_at,
+        type=task_type,
+        payload=_json(payload),
+        timeout_seconds=timeout_seconds,
+        result=_json(result),
+        progress=progress,
+        progress_note=note,
     )
 
 
@@ -130,13 +142,15 @@ def _insert_statements(tasks: Sequence[NewTask], now: datetime) -> list[Statemen
     events: list[object] = []
     for task in tasks:
         metadata = None if task.metadata is None else orjson.dumps(task.metadata).decode()
-        values += [task.task_id, task.title, task.description, metadata, naive, naive]
+        payload = None if task.payload is None else orjson.dumps(task.payload).decode()
+        values += [task.task_id, task.title, task.description, metadata]
+        values += [task.type, payload, task.timeout_seconds, naive, naive]
         events += [task.task_id, naive]
-    rows = ", ".join(["(%s, %s, %s, 'PENDING', %s, %s, %s)"] * len(tasks))
+    rows = ", ".join(["(%s, %s, %s, 'PENDING', %s, %s, %s, %s, %s, %s)"] * len(tasks))
     return [
         (
-            "INSERT INTO tasks (id, title, description, status, metadata, created_at, updated_at)"
-            f" VALUES {rows}",
+            "INSERT INTO tasks (id, title, description, status, metadata, type, payload,"
+            f" timeout_seconds, created_at, updated_at) VALUES {rows}",
             values,
         ),
         counts.created(len(tasks)),
@@ -155,7 +169,8 @@ def _claim_sql(ids: int, condition: str) -> str:
         "UPDATE tasks SET status = 'PROCESSING', attempts = LAST_INSERT_ID(attempts + 1),"
         " lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND,"
         " dispatched_at = COALESCE(dispatched_at, UTC_TIMESTAMP(6)),"
-        " claim_token = %s, started_at = COALESCE(started_at, UTC_TIMESTAMP(6))"
+        " claim_token = %s, started_at = COALESCE(started_at, UTC_TIMESTAMP(6)),"
+        " progress = NULL, progress_note = NULL"
         f" WHERE id IN ({in_clause(ids)}) AND {condition}"
     )
 
@@ -402,21 +417,32 @@ class MySQLTaskRepository:
                 granted.add(request.task_id)
         return claims
 
-    async def complete(self, task_id: str) -> bool:
-        [completed] = await self.complete_many([task_id])
+    async def complete(self, task_id: str, result: str | None = None) -> bool:
+        [completed] = await self.complete_many([(task_id, result)])
         return completed
 
-    async def complete_many(self, task_ids: Sequence[str]) -> list[bool]:
-        """PROCESSING -> COMPLETED for a batch; True for each task this call completed (the
-        first time it is named, if named twice)."""
-        ids = sorted(set(task_ids))
+    async def complete_many(self, completions: Sequence[tuple[str, str | None]]) -> list[bool]:
+        """PROCESSING -> COMPLETED for a batch, each with its result (JSON text, or None);
+        True for each task this call completed (the first time it is named, if named twice)."""
+        results: dict[str, str] = {}
+        for task_id, result in reversed(completions):  # the first one named wins
+            if result is not None:
+                results[task_id] = result
+            else:
+                results.pop(task_id, None)
+        ids = sorted({task_id for task_id, _ in completions})
         token = uuid.uuid4().hex
+        setting, values = "NULL", []
+        if results:
+            setting = "CASE id" + " WHEN %s THEN %s" * len(results) + " END"
+            values = [part for task_id, result in results.items() for part in (task_id, result)]
         statements = [
             (
-                "UPDATE tasks SET status = 'COMPLETED', completed_at = UTC_TIMESTAMP(6),"
+                f"UPDATE tasks SET status = 'COMPLETED', result = {setting},"
+                " completed_at = UTC_TIMESTAMP(6), progress = 1.0,"
                 " lease_expires_at = NULL, claim_token = %s"
                 f" WHERE id IN ({in_clause(len(ids))}) AND status = 'PROCESSING'",
-                [token, *ids],
+                [*values, token, *ids],
             ),
             counts.MOVED_ROWS,
             counts.moved(TaskStatus.PROCESSING, TaskStatus.COMPLETED),
@@ -434,11 +460,29 @@ class MySQLTaskRepository:
         if len(ids) == 1:
             found = Result(changed.rowcount, [(ids[0],)] if changed.rowcount else [])
         completed = {row[0] for row in found.rows}
-        results = []
-        for task_id in task_ids:
-            results.append(task_id in completed)
+        answers = []
+        for task_id, _ in completions:
+            answers.append(task_id in completed)
             completed.discard(task_id)
-        return results
+        return answers
+
+    async def report_progress(
+        self, task_id: str, *, attempt: int, progress: float, note: str | None
+    ) -> bool:
+        """The running attempt's progress and note, with a `progress` event; False when the
+        task is no longer PROCESSING in that attempt (nothing is written then)."""
+        token = uuid.uuid4().hex
+        moved, _ = await self._script(
+            [
+                (
+                    "UPDATE tasks SET progress = %s, progress_note = %s, claim_token = %s"
+                    " WHERE id = %s AND status = 'PROCESSING' AND attempts = %s",
+                    [progress, None if note is None else note[:255], token, task_id, attempt],
+                ),
+                events_statement(EventKind.PROGRESS, [task_id], token=token),
+            ]
+        )
+        return moved.rowcount > 0
 
     async def _transition(
         self,
@@ -492,7 +536,8 @@ class MySQLTaskRepository:
             task_id,
             TaskStatus.FAILED,
             TaskStatus.PENDING,
-            "attempts = 0, last_error = NULL, dispatched_at = NULL, completed_at = NULL",
+            "attempts = 0, last_error = NULL, dispatched_at = NULL, completed_at = NULL,"
+            " result = NULL, progress = NULL, progress_note = NULL",
         )
         return await self.get(task_id) if changed else None
 

@@ -8,9 +8,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from handlers import load_handlers
+from handlers.context import RunInProcess
 
 from common.amqp import Broker, Signal
 from common.errors import ConfigurationError, SchemaOutdated
@@ -21,9 +27,11 @@ from common.mysql.revision import check_schema_at_start
 from common.notifying import NotifyingTaskRepository
 from common.settings import Settings, load_settings
 from common.supervision import run_forever
+from common.task_types import CATALOGUE
 from services.consumer import TaskConsumer
+from services.cpu_pool import CpuPool
+from services.processor import Handlers
 from services.retry_policy import RetryPolicy
-from services.work import simulated_work
 
 logger = logging.getLogger("worker")
 
@@ -41,6 +49,21 @@ async def _heartbeat(path: str, broker: Broker) -> None:
     await run_forever(beat, name="heartbeat", max_backoff_seconds=_HEARTBEAT_SECONDS)
 
 
+def _started_on_first_use(pool: CpuPool) -> RunInProcess:
+    """The pool's `run`, starting its processes for the first CPU-bound task: a worker that
+    never gets one never pays for them."""
+    starting: asyncio.Future[None] | None = None
+
+    async def run(function: Callable[..., Any], *args: Any, **options: Any) -> Any:
+        nonlocal starting
+        if starting is None:
+            starting = asyncio.ensure_future(pool.start())
+        await asyncio.shield(starting)
+        return await pool.run(function, *args, **options)
+
+    return run
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Consume until `stop` is set, let in-flight tasks finish (within the grace), close."""
     database = Database(settings)
@@ -49,18 +72,18 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     repository = NotifyingTaskRepository(
         grouped_repository(database), lambda ids: broker.signals.send(Signal.CHANGED, ids)
     )
+    cpu_pool = CpuPool(settings.cpu_pool_size or os.cpu_count() or 1)
     consumer = TaskConsumer(
         repository=repository,
-        work=simulated_work(
-            settings.processing_delay_min_seconds,
-            settings.processing_delay_max_seconds,
-            settings.processing_failure_rate,
+        handlers=Handlers(
+            load_handlers(CATALOGUE), settings, run_in_process=_started_on_first_use(cpu_pool)
         ),
         policy=RetryPolicy.from_settings(settings),
         publisher=broker.publisher,
         lease_seconds=settings.task_lease_seconds,
         requeue_pause_seconds=settings.requeue_pause_seconds,
         unknown_task_max_lookups=settings.unknown_task_max_lookups,
+        unknown_type_max_attempts=settings.unknown_type_max_attempts,
     )
     broker.consume(consumer.on_delivery, prefetch=settings.worker_concurrency)
     broker.signals.listen(
@@ -88,6 +111,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             logger.warning("requeueing unfinished tasks", extra={"in_flight": consumer.in_flight})
     finally:
         heartbeat.cancel()
+        await cpu_pool.close()
         await broker.close()
         await database.close()
     logger.info("worker stopped")

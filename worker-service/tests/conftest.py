@@ -1,9 +1,13 @@
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
-from common.messages import TaskMessage
+import pytest
+from handlers.context import TaskContext
+
+from common.settings import load_settings
 from services.consumer import TaskConsumer
+from services.processor import Handlers
 from services.retry_policy import RetryPolicy
 from testkit.fakes import InMemoryTaskRepository, RecordingPublisher
 
@@ -32,14 +36,23 @@ class FakeDelivery:
 
 
 class RecordingWork:
+    """A handler for `simulated` tasks that records what it did, and fails or returns what
+    it is told to."""
+
     def __init__(self) -> None:
         self.done: list[str] = []
         self.failure: Exception | None = None
+        self.result: Any = None
 
-    async def __call__(self, message: TaskMessage) -> None:
+    async def __call__(self, ctx: TaskContext[Any]) -> Any:
         if self.failure is not None:
             raise self.failure
-        self.done.append(message.task_id)
+        self.done.append(ctx.task_id)
+        return self.result
+
+
+def handlers_of(work: RecordingWork, **settings: Any) -> Handlers:
+    return Handlers({"simulated": work}, load_settings(**settings))
 
 
 @pytest.fixture
@@ -71,7 +84,7 @@ def consumer(
 ) -> TaskConsumer:
     return TaskConsumer(
         repository=repository,
-        work=work,
+        handlers=handlers_of(work),
         policy=policy,
         publisher=retries,
         lease_seconds=60,

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
+from handlers.context import TaskContext
 
 from common.messages import TaskMessage
+from common.settings import load_settings
 from common.tasks import NewTask, TaskStatus
 from models.outcomes import Outcome, ProcessResult
-from services.processor import process_task
+from services.processor import Handlers, process_task
 from services.running import RunningWork
 from testkit.fakes import InMemoryTaskRepository
 from testkit.polling import wait_until
@@ -25,7 +28,7 @@ class BlockingWork:
     def __init__(self) -> None:
         self.started = asyncio.Event()
 
-    async def __call__(self, message: TaskMessage) -> None:
+    async def __call__(self, ctx: TaskContext[Any]) -> None:
         self.started.set()
         await asyncio.Event().wait()
 
@@ -40,7 +43,7 @@ async def start(
         process_task(
             repository=repository,
             message=TaskMessage(task_id, "t", "d", None),
-            work=work,
+            handlers=Handlers({"simulated": work}, load_settings()),
             max_attempts=3,
             lease_seconds=60,
             take_over=False,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 import uuid
 from datetime import UTC, datetime
 
 import pytest
-from conftest import FakeDelivery, RecordingWork
+from conftest import FakeDelivery, RecordingWork, handlers_of
+from handlers.simulated import SimulatedFailure
 
 from common.messages import TaskMessage
 from common.tasks import NewTask, TaskStatus
@@ -17,7 +16,6 @@ from models.outcomes import Outcome
 from services.consumer import TaskConsumer
 from services.processor import error_summary, process_task
 from services.running import RunningWork
-from services.work import SimulatedFailure, simulated_work
 from testkit.fakes import InMemoryTaskRepository, RecordingPublisher
 from testkit.polling import wait_until
 
@@ -43,7 +41,7 @@ async def process(
     result = await process_task(
         repository=repository,
         message=message,
-        work=work,
+        handlers=handlers_of(work),
         max_attempts=3,
         lease_seconds=60,
         take_over=take_over,
@@ -359,24 +357,6 @@ def test_error_summary_is_short_and_has_no_trace() -> None:
     assert error_summary(ValueError("bad value\n  File x.py")) == "ValueError: bad value"
     assert error_summary(TimeoutError()) == "TimeoutError"
     assert len(error_summary(RuntimeError("x" * 2000))) == 500
-
-
-async def test_simulated_work_sleeps_within_the_range_without_blocking() -> None:
-    work = simulated_work(0.05, 0.1)
-    message = TaskMessage(str(uuid.uuid4()), "t", "d", None)
-    started = time.monotonic()
-    # Twenty at once finish in about one delay, not twenty: the loop is never blocked.
-    await asyncio.gather(*(work(message) for _ in range(20)))
-    elapsed = time.monotonic() - started
-    assert 0.05 <= elapsed < 1.0
-
-
-async def test_failure_rate_one_always_fails_and_zero_never() -> None:
-    message = TaskMessage(str(uuid.uuid4()), "t", "d", None)
-    with pytest.raises(SimulatedFailure):
-        await simulated_work(0, 0, failure_rate=1.0)(message)
-    for _ in range(50):
-        await simulated_work(0, 0, failure_rate=0.0)(message)
 
 
 class Unforeseen(Exception):

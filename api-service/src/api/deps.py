@@ -8,6 +8,10 @@ the rest of the request (see docs/benchmarks.md). Their collaborators come from 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -25,17 +29,29 @@ def require_json_body(request: Request) -> None:
         raise HTTPException(415, "Content-Type must be application/json.")
 
 
-async def task_create_body(request: Request) -> TaskCreate:
-    """The body parsed and validated in one pass by pydantic-core; a bad one raises the
-    same RequestValidationError (errors located under "body") that FastAPI would."""
+@dataclass(frozen=True, slots=True)
+class TypedTaskCreate:
+    body: TaskCreate
+    payload: dict[str, Any] | None  # as the type's model made it
+
+
+async def task_create_body(request: Request) -> TypedTaskCreate:
+    """The body parsed and validated in one pass by pydantic-core, then its payload against
+    its type's model; a bad one raises the same RequestValidationError (errors located under
+    "body") that FastAPI would."""
     require_json_body(request)
     try:
-        return TaskCreate.model_validate_json(await request.body())
+        body = TaskCreate.model_validate_json(await request.body())
     except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        raise RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])} for error in errors]
-        ) from None
+        raise _body_errors(exc.errors(include_url=False)) from None
+    payload, errors = body.type_errors()
+    if errors:
+        raise _body_errors(errors)
+    return TypedTaskCreate(body, payload)
+
+
+def _body_errors(errors: Sequence[Any]) -> RequestValidationError:
+    return RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in errors])
 
 
 def _invalid(location: str, name: str, message: str, value: object) -> RequestValidationError:

@@ -27,9 +27,18 @@ from api.openapi import problem_responses
 from api.problems import UNAVAILABLE_PROBLEM, problem
 from common.errors import DependencyUnavailable
 from common.settings import Settings
+from common.task_types import CATALOGUE
 from common.tasks import IdempotencyKey, TaskQuery, TaskRecord, TaskStatus
 from models.health import Health
-from models.tasks import TaskAccepted, TaskListQuery, TaskPage, TaskPublic, TaskStats
+from models.tasks import (
+    TaskAccepted,
+    TaskListQuery,
+    TaskPage,
+    TaskPublic,
+    TaskStats,
+    TaskTypeList,
+    type_entry,
+)
 from services.backends import Backends
 from services.cursors import InvalidCursor, decode_cursor, encode_cursor
 from services.events import task_event_stream
@@ -171,7 +180,8 @@ def task_routes(backends: Backends, settings: Settings) -> APIRouter:
         same key with another body is a 422.
         """
         key = idempotency_key(request)
-        body = await task_create_body(request)
+        typed = await task_create_body(request)
+        body = typed.body
         stored_key = None
         if key is not None:
             stored_key = IdempotencyKey(
@@ -186,6 +196,9 @@ def task_routes(backends: Backends, settings: Settings) -> APIRouter:
             title=body.title,
             description=body.description,
             metadata=body.metadata,
+            task_type=body.type,
+            payload=typed.payload,
+            timeout_seconds=body.timeout_seconds,
             idempotency_key=stored_key,
         )
         return _accepted(record, "Task accepted", poll_after=poll_after, replayed=replayed)
@@ -318,6 +331,25 @@ async def _ending_quietly(stream: AsyncIterator[bytes], task_id: str) -> AsyncIt
             yield chunk
     except DependencyUnavailable as exc:
         logger.warning("event stream ended", extra={"task_id": task_id, "error": str(exc)})
+
+
+def task_type_routes(settings: Settings) -> APIRouter:
+    """`/api/task-types`: the catalogue (common.task_types), the same for every caller."""
+    router = APIRouter(prefix="/api/task-types", tags=["task types"], route_class=LeanRoute)
+    catalogue = orjson.dumps(
+        {"items": [type_entry(t, settings.max_attempts) for t in CATALOGUE.values()]}
+    )
+
+    @router.get(
+        "",
+        response_model=TaskTypeList,
+        summary="The task types a task may have, with their payload's JSON Schema",
+        responses=problem_responses(500),
+    )
+    async def task_types(request: Request) -> Response:
+        return Response(catalogue, media_type="application/json")
+
+    return router
 
 
 def health_routes(backends: Backends) -> APIRouter:

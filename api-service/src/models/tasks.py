@@ -17,8 +17,10 @@ from pydantic import (
     Field,
     PlainSerializer,
     StrictStr,
+    ValidationError,
 )
 
+from common.task_types import CATALOGUE, DEFAULT_TYPE, TaskType
 from common.tasks import TaskEvent, TaskRecord, TaskStatus
 
 MAX_DESCRIPTION_BYTES = 64 * 1024
@@ -84,10 +86,27 @@ TASK_EXAMPLE: dict[str, Any] = {
 }
 
 
+def _known_type(value: str) -> str:
+    if value not in CATALOGUE:
+        raise ValueError(f"must be one of {', '.join(sorted(CATALOGUE))} (GET /api/task-types)")
+    return value
+
+
+TYPED_TASK_EXAMPLE: dict[str, Any] = {
+    "title": "Fingerprint album 42",
+    "description": "A hash chain over the album's id",
+    "type": "hash_chain",
+    "payload": {"rounds": 2_000_000, "seed": "album-42"},
+    "timeout_seconds": 60,
+}
+
+
 class TaskCreate(BaseModel):
     """The body of `POST /api/tasks`."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [TASK_EXAMPLE]})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [TASK_EXAMPLE, TYPED_TASK_EXAMPLE]}
+    )
 
     title: Annotated[StrictStr, Field(min_length=1, max_length=255), AfterValidator(_not_blank)]
     description: Annotated[StrictStr, AfterValidator(_not_blank), AfterValidator(_within_64_kib)]
@@ -102,6 +121,58 @@ class TaskCreate(BaseModel):
             )
         ),
     ] = None
+    type: Annotated[
+        StrictStr,
+        AfterValidator(_known_type),
+        Field(
+            description="What the task runs: a name from `GET /api/task-types`.",
+            json_schema_extra={"enum": sorted(CATALOGUE)},
+        ),
+    ] = DEFAULT_TYPE
+    payload: Annotated[
+        dict[str, Any] | None,
+        AfterValidator(_storable),
+        Field(description="The type's input, valid for its `payload_schema`."),
+    ] = None
+    timeout_seconds: Annotated[
+        int | None,
+        Field(
+            strict=True,
+            ge=1,
+            description="How long one attempt may run, up to the type's `max_timeout_seconds`;"
+            " the type's `default_timeout_seconds` when left out.",
+        ),
+    ] = None
+
+    def type_errors(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The payload as the type's model made it, defaults filled in (None when that is
+        empty, as for `simulated`), and the errors of `payload` and `timeout_seconds` against the
+        type, located as field errors are."""
+        task_type = CATALOGUE[self.type]
+        errors: list[dict[str, Any]] = []
+        payload = None
+        try:
+            validated = task_type.payload.model_validate(self.payload or {})
+        except ValidationError as exc:
+            errors += [
+                {**error, "loc": ("payload", *error["loc"])}
+                for error in exc.errors(include_url=False)
+            ]
+        else:
+            payload = validated.model_dump(mode="json") or None
+        if (
+            self.timeout_seconds is not None
+            and self.timeout_seconds > task_type.max_timeout_seconds
+        ):
+            errors.append(
+                {
+                    "loc": ("timeout_seconds",),
+                    "msg": f"must be at most {task_type.max_timeout_seconds} for {self.type}",
+                    "type": "less_than_equal",
+                    "input": self.timeout_seconds,
+                }
+            )
+        return payload, errors
 
 
 class TaskAccepted(BaseModel):
@@ -125,9 +196,15 @@ class TaskAccepted(BaseModel):
 TASK_PUBLIC_EXAMPLE: dict[str, Any] = {
     "task_id": "0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f",
     **TASK_EXAMPLE,
+    "type": "simulated",
+    "payload": None,
+    "timeout_seconds": None,
     "status": "COMPLETED",
     "attempts": 1,
     "last_error": None,
+    "result": None,
+    "progress": 1.0,
+    "progress_note": None,
     "created_at": "2026-11-28T01:20:52.947463+00:00",
     "updated_at": "2026-11-28T01:21:00.112358+00:00",
     "started_at": "2026-11-28T01:20:52.951210+00:00",
@@ -144,10 +221,23 @@ class TaskPublic(BaseModel):
     task_id: str
     title: str
     description: str | None
+    type: str = Field(description="What it runs: a name from `GET /api/task-types`.")
+    payload: dict[str, Any] | None = Field(
+        description="Its input, as the type's model made it (defaults filled in)."
+    )
+    timeout_seconds: int | None = Field(
+        description="How long one attempt may run; null: the type's default."
+    )
     status: TaskStatus
     metadata: dict[str, Any] | None
     attempts: int = Field(description="Attempts made so far: each claim by a worker is one.")
     last_error: str | None
+    result: Any = Field(description="What the handler returned (any JSON), once COMPLETED.")
+    progress: float | None = Field(
+        description="How far the running attempt is (0.0-1.0), as its handler last said;"
+        " 1.0 once COMPLETED."
+    )
+    progress_note: str | None
     created_at: IsoDatetime
     updated_at: IsoDatetime
     started_at: IsoDatetime | None = Field(description="When a worker first claimed the task.")
@@ -160,10 +250,16 @@ class TaskPublic(BaseModel):
             "task_id": record.task_id,
             "title": record.title,
             "description": record.description,
+            "type": record.type,
+            "payload": record.payload,
+            "timeout_seconds": record.timeout_seconds,
             "status": record.status,
             "metadata": record.metadata,
             "attempts": record.attempts,
             "last_error": record.last_error,
+            "result": record.result,
+            "progress": record.progress,
+            "progress_note": record.progress_note,
             "created_at": record.created_at,
             "updated_at": record.updated_at,
             "started_at": record.started_at,
@@ -235,6 +331,8 @@ class TaskEventPublic(BaseModel):
                     "status": "COMPLETED",
                     "attempts": 1,
                     "error": None,
+                    "progress": 1.0,
+                    "note": None,
                     "updated_at": "2026-11-28T01:21:00.112358+00:00",
                 }
             ]
@@ -244,11 +342,14 @@ class TaskEventPublic(BaseModel):
     event_id: int
     task_id: str
     kind: str = Field(
-        description="created, started, retry_scheduled, completed, failed, cancelled or redriven"
+        description="created, started, progress, retry_scheduled, completed, failed, cancelled"
+        " or redriven"
     )
     status: TaskStatus
     attempts: int
     error: str | None
+    progress: float | None = Field(description="The task's progress just after the event.")
+    note: str | None = Field(description="Its progress note.")
     updated_at: IsoDatetime
 
     @staticmethod
@@ -261,6 +362,8 @@ class TaskEventPublic(BaseModel):
                 "status": event.status,
                 "attempts": event.attempts,
                 "error": event.error,
+                "progress": event.progress,
+                "note": event.note,
                 "updated_at": event.created_at,
             }
         )
@@ -290,3 +393,57 @@ class TaskListQuery(BaseModel):
     created_before: Rfc3339 | None = None
     limit: int = Field(default=20, ge=1, le=100)
     cursor: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+
+class TaskTypePublic(BaseModel):
+    """One entry of `GET /api/task-types`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "hash_chain",
+                    "description": "SHA-256 applied `rounds` times, in a pool process.",
+                    "payload_schema": {
+                        "additionalProperties": False,
+                        "properties": {
+                            "rounds": {"maximum": 500000000, "minimum": 1, "type": "integer"},
+                            "seed": {"default": "", "maxLength": 256, "type": "string"},
+                        },
+                        "required": ["rounds"],
+                        "title": "hash_chain",
+                        "type": "object",
+                    },
+                    "default_timeout_seconds": 120,
+                    "max_timeout_seconds": 3600,
+                    "max_attempts": 3,
+                    "cpu_bound": True,
+                }
+            ]
+        }
+    )
+
+    name: str
+    description: str
+    payload_schema: dict[str, Any] = Field(description="JSON Schema of the type's `payload`.")
+    default_timeout_seconds: int
+    max_timeout_seconds: int
+    max_attempts: int
+    cpu_bound: bool
+
+
+class TaskTypeList(BaseModel):
+    items: list[TaskTypePublic]
+
+
+def type_entry(task_type: TaskType, default_max_attempts: int) -> dict[str, Any]:
+    """TaskTypePublic's document for one catalogue entry."""
+    return {
+        "name": task_type.name,
+        "description": task_type.description,
+        "payload_schema": task_type.payload_schema(),
+        "default_timeout_seconds": task_type.default_timeout_seconds,
+        "max_timeout_seconds": task_type.max_timeout_seconds,
+        "max_attempts": task_type.attempts_allowed(default_max_attempts),
+        "cpu_bound": task_type.cpu_bound,
+    }

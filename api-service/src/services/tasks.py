@@ -11,6 +11,7 @@ from typing import Any
 from common.errors import DependencyUnavailable, TaskNotCancellable, TaskNotFailed, TaskNotFound
 from common.messages import TaskMessage, is_task_id
 from common.ports import TaskPublisher, TaskRepository
+from common.task_types import DEFAULT_TYPE
 from common.tasks import IdempotencyKey, NewTask, TaskQuery, TaskRecord, TaskStatus
 
 Broadcast = Callable[[Sequence[str]], None]
@@ -25,6 +26,9 @@ async def submit_task(
     title: str,
     description: str,
     metadata: dict[str, Any] | None,
+    task_type: str = DEFAULT_TYPE,
+    payload: dict[str, Any] | None = None,
+    timeout_seconds: int | None = None,
     idempotency_key: IdempotencyKey | None = None,
 ) -> tuple[TaskRecord, bool]:
     """Store the task (PENDING, not yet dispatched) and try to publish it at once; with an
@@ -34,7 +38,13 @@ async def submit_task(
     that is not confirmed now is sent by the dispatcher later (the transactional outbox).
     """
     task = NewTask(
-        task_id=str(uuid.uuid4()), title=title, description=description, metadata=metadata
+        task_id=str(uuid.uuid4()),
+        title=title,
+        description=description,
+        metadata=metadata,
+        type=task_type,
+        payload=payload,
+        timeout_seconds=timeout_seconds,
     )
     if idempotency_key is None:
         record, replayed = await repository.create(task), False

@@ -16,6 +16,7 @@ class Outcome(enum.Enum):
     RETRY = "retry"  # the attempt failed and was recorded; try again after a backoff
     FAILED = "failed"  # the last attempt failed; the task is FAILED
     CANCELLED = "cancelled"  # cancelled while its work ran here: the work was stopped
+    NO_HANDLER = "no_handler"  # this worker cannot run the task's type: not claimed
 
 
 @dataclass(frozen=True, slots=True)

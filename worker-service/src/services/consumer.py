@@ -21,10 +21,9 @@ from common.errors import BrokerUnavailable, DatabaseUnavailable, InvalidTaskMes
 from common.messages import TaskMessage, decode_task_message
 from common.ports import Delivery, TaskPublisher, TaskRepository
 from models.outcomes import Outcome
-from services.processor import process_task
+from services.processor import Handlers, give_up_on_type, process_task
 from services.retry_policy import RetryPolicy
 from services.running import RunningWork
-from services.work import Work
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +37,13 @@ class Settlement(enum.Enum):
 @dataclass
 class TaskConsumer:
     repository: TaskRepository
-    work: Work
+    handlers: Handlers
     policy: RetryPolicy
     publisher: TaskPublisher
     lease_seconds: float
     requeue_pause_seconds: float
     unknown_task_max_lookups: int = 3
+    unknown_type_max_attempts: int = 5
     running: RunningWork = field(default_factory=RunningWork)
     in_flight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -85,7 +85,7 @@ class TaskConsumer:
             result = await process_task(
                 repository=self.repository,
                 message=task,
-                work=self.work,
+                handlers=self.handlers,
                 max_attempts=self.policy.max_attempts,
                 lease_seconds=self.lease_seconds,
                 take_over=delivery.redelivered or attempts > 0,
@@ -99,6 +99,8 @@ class TaskConsumer:
             return await self._retry(task, attempts=attempts + 1, lookups=0)
         if result.outcome is Outcome.UNKNOWN_TASK:
             return await self._retry_lookup(delivery, task)
+        if result.outcome is Outcome.NO_HANDLER:
+            return await self._pass_on(delivery, task)
         if result.outcome is Outcome.DUPLICATE:
             return await self._postpone(delivery, task)
         if result.outcome is Outcome.RETRY:
@@ -118,6 +120,32 @@ class TaskConsumer:
             return Settlement.DEAD_LETTER
         return await self._retry(task, attempts=delivery.attempts, lookups=lookups)
 
+    async def _pass_on(self, delivery: Delivery, task: TaskMessage) -> Settlement:
+        """A type this worker cannot run (a newer API, an older worker): the message goes
+        back to the queue after a backoff, for another worker; after
+        UNKNOWN_TYPE_MAX_ATTEMPTS workers without a handler, the task is FAILED and its
+        message dead-lettered. The count rides in the lookups header: a task that has a row
+        but no handler is never also one without a row."""
+        tries = delivery.lookups + 1
+        if tries >= self.unknown_type_max_attempts:
+            try:
+                result = await give_up_on_type(
+                    repository=self.repository,
+                    message=task,
+                    lease_seconds=self.lease_seconds,
+                    take_over=delivery.redelivered or delivery.attempts > 0,
+                    tried=tries,
+                )
+            except DatabaseUnavailable as exc:
+                logger.warning(
+                    "database unavailable", extra={"task_id": task.task_id, "error": str(exc)}
+                )
+                return await self._retry(task, attempts=delivery.attempts, lookups=delivery.lookups)
+            return Settlement.DEAD_LETTER if result.outcome is Outcome.FAILED else Settlement.ACK
+        return await self._retry(
+            task, attempts=delivery.attempts, lookups=tries, delay_attempts=tries
+        )
+
     async def _postpone(self, delivery: Delivery, task: TaskMessage) -> Settlement:
         """Not dropped: the holder may be gone for good (killed after its claim, or a claim
         that reached the database after its worker gave up on it), and then this message may
@@ -133,8 +161,10 @@ class TaskConsumer:
         logger.info("duplicate postponed", extra={"task_id": task.task_id})
         return Settlement.ACK
 
-    async def _retry(self, task: TaskMessage, *, attempts: int, lookups: int) -> Settlement:
-        delay = self.policy.backoff_seconds(attempts)
+    async def _retry(
+        self, task: TaskMessage, *, attempts: int, lookups: int, delay_attempts: int | None = None
+    ) -> Settlement:
+        delay = self.policy.backoff_seconds(attempts if delay_attempts is None else delay_attempts)
         if not await self._copy_published(
             task,
             attempts=attempts,

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 class RunningWork:
     def __init__(self) -> None:
-        self._running: dict[str, asyncio.Task[object]] = {}
+        self._running: dict[str, tuple[asyncio.Task[object], asyncio.Event]] = {}
         self._stopped: set[str] = set()
         self._checks: set[asyncio.Task[None]] = set()
 
@@ -32,15 +32,17 @@ class RunningWork:
         return list(self._running)
 
     @contextlib.contextmanager
-    def tracking(self, task_id: str) -> Iterator[None]:
-        """The block runs the task's work in the current asyncio task."""
+    def tracking(self, task_id: str) -> Iterator[asyncio.Event]:
+        """The block runs the task's work in the current asyncio task; the event it gets is
+        set when the task is cancelled, just before that asyncio task is."""
         current = asyncio.current_task()
         assert current is not None
-        self._running[task_id] = current
+        entry = (current, asyncio.Event())
+        self._running[task_id] = entry
         try:
-            yield
+            yield entry[1]
         finally:
-            if self._running.get(task_id) is current:
+            if self._running.get(task_id) is entry:
                 del self._running[task_id]
 
     def cancel(self, task_ids: Sequence[str]) -> None:
@@ -48,8 +50,10 @@ class RunningWork:
         for task_id in task_ids:
             running = self._running.pop(task_id, None)
             if running is not None:
+                work, cancelled = running
                 self._stopped.add(task_id)
-                running.cancel(msg=f"task {task_id} was cancelled")
+                cancelled.set()
+                work.cancel(msg=f"task {task_id} was cancelled")
                 logger.info("task work cancelled", extra={"task_id": task_id})
 
     def was_stopped(self, task_id: str) -> bool:
