@@ -25,8 +25,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     last_error       VARCHAR(500) NULL DEFAULT NULL,
     -- What the handler returned, written with COMPLETED (at most RESULT_MAX_BYTES of JSON).
     result           JSON         NULL,
-    -- How far the running attempt is, as its handler last reported (0.0-1.0, 1.0 once
-    -- COMPLETED), with an optional note.
+    -- How far the running attempt is, as its handler last reported (0.0-1.0), with an
+    -- optional note; 1.0 and no note once COMPLETED, NULL again when an attempt starts.
     progress         DOUBLE       NULL DEFAULT NULL,
     progress_note    VARCHAR(255) NULL DEFAULT NULL,
     -- The outbox mark: NULL until the broker has confirmed the task's message. Written in the

@@ -155,6 +155,7 @@ class InMemoryTaskRepository:
             updated_at=now,
             result=None if result is None else orjson.loads(result),
             progress=1.0,
+            progress_note=None,
         )
 
     async def report_progress(

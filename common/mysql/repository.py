@@ -439,7 +439,7 @@ class MySQLTaskRepository:
         statements = [
             (
                 f"UPDATE tasks SET status = 'COMPLETED', result = {setting},"
-                " completed_at = UTC_TIMESTAMP(6), progress = 1.0,"
+                " completed_at = UTC_TIMESTAMP(6), progress = 1.0, progress_note = NULL,"
                 " lease_expires_at = NULL, claim_token = %s"
                 f" WHERE id IN ({in_clause(len(ids))}) AND status = 'PROCESSING'",
                 [*values, token, *ids],
