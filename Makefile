@@ -112,7 +112,7 @@ format: install ## Apply ruff's fixes and formatting
 clean: ## Remove .venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache */.pytest_cache
 
-bench: install ## Benchmark the services against their targets (~9 min); writes docs/benchmarks.md
+bench: install ## Benchmark the services against their targets (~12 min); writes docs/benchmarks.md
 	$(PY) -m bench
 
 bench-smoke: install ## The benchmark suite's code path, a few seconds per measurement (CI runs it)

@@ -14,7 +14,7 @@ import uvloop
 
 from bench import machine
 from bench.docs import write_doc
-from bench.peer_env import ensure_peer_venv
+from bench.peer_env import ensure_peer_venvs
 from bench.plan import FULL, SMOKE
 from bench.report import build_rows, markdown_table, missing_numbers
 from bench.suite import run_suite
@@ -43,7 +43,7 @@ def main() -> int:
     plan = SMOKE if arguments.smoke else FULL
     started, load_before = time.monotonic(), machine.load_average()
     ensure_wrk()
-    ensure_peer_venv()
+    ensure_peer_venvs()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         results, versions = runner.run(run_suite(plan))
     rows = build_rows(plan, results)

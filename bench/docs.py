@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import listing, store, streams
+from bench import cpu_bound, listing, store, streams
+from bench.peers import CELERY, DRAMATIQ, PEERS
 from bench.plan import ROOT, Plan
 from bench.results import Check
 
@@ -48,9 +49,26 @@ measurement sets below), and drops both at the end. Every measurement has a warm
 - **Drain.** {drain:,} PENDING rows and their messages are queued before one worker process
   starts (delay 0, `WORKER_CONCURRENCY={concurrency}`); the rate is the completions per second
   between the first and the last row's `completed_at`, so start-up is left out.
-  The Celery peer's worker (`-c 2`, prefork, Celery's defaults otherwise) drains its own
-  {celery_drain:,} tasks the same way (its task sets `completed_at` from Python's clock); "per
-  process" divides its rate by its 2 pool processes.
+  Each peer's worker drains its own {peer_drain:,} tasks the same way, queued by its own
+  library before it starts (their task sets `completed_at` from Python's clock). Celery's
+  `-c 2` (prefork, Celery's defaults otherwise): "per process" divides its rate by its 2 pool
+  processes. Dramatiq's `{dramatiq_flags}`: one worker process, so its rate is the
+  per-process figure. Peak memory sums each worker's processes, its supervisor included.
+- **CPU-bound tasks (`hash_chain`).** {hash_tasks:,} tasks of the type `hash_chain` with
+  `rounds={rounds:,}` (SHA-256 applied that many times, about 30 ms a task here), each with a
+  seed of its own. First the baseline, with nothing else running: the worker's own function,
+  `chain(rounds, seed)` of `worker-service/src/handlers/hash_chain.py`, for the same seeds in
+  a plain loop in one process (`bench/chain_loop.py`; its imports not timed). Then the rows
+  (PENDING, with their type and payload) and their messages are queued as for the drain, and
+  one worker starts with `CPU_POOL_SIZE` = the machine's cores and `WORKER_CONCURRENCY` four
+  times that. Its pool starts on the first CPU-bound task, so the first tasks, {warmup:g} s of
+  every core at the loop's speed, are a warm-up that is not counted; the rate is the others'
+  completions over the time from the warm-up's last `completed_at` to the last one. The ideal
+  is the loop's rate times the cores; what the ratio misses of it is the pool's cost (pickling,
+  a pipe per process, the chains' progress messages) and the worker's own claims and
+  completions, with MariaDB and RabbitMQ, on the same cores. Honesty: every task COMPLETED
+  once with the loop's digest for its seed (the warm-up repeats the measured seeds), and the
+  loop's first digest equal to the suite's own SHA-256 chain.
 - **End-to-end overhead.** The API x1 and one worker with a simulated delay of exactly 0, so
   nothing needs subtracting; POSTs at {e2e_rate} req/s from the paced generator. For each task:
   the row's `completed_at` (MariaDB's clock) minus when the client sent the request (the same
@@ -90,17 +108,29 @@ measurement sets below), and drops both at the end. Every measurement has a warm
   exactly its task's `task_events` rows, each once and in order, and every stream ended after
   COMPLETED.
 - **Memory.** Resident memory (VmRSS) one second after start-up, before any load; for
-  uvicorn `--workers 2` and Celery, summed over the process and its children. 1 MB = 10^6 bytes.
+  uvicorn `--workers 2` and the peers, summed over the process and its children. 1 MB = 10^6 bytes.
 - **Honesty.** After each load: the 2xx answers, the rows in the table and the messages on the
   queue must agree. wrk drops the requests still in flight when it stops, so those (at most one
   per connection per run) may add rows, but each row must have its message. After each drain:
   every task COMPLETED once (attempts = completions), no message left. A disagreement fails the
   run.
-- **Celery peer** (`bench/celery_peer/`, its own pinned requirements and venv,
-  `bench/.venv-celery`): a FastAPI `def` route with a SQLAlchemy ORM session per request
-  (insert, commit), then `process_task.delay(task_id)`; the task updates the row through the
-  ORM to PROCESSING (commit), sleeps the delay, then to COMPLETED (commit). A yardstick, not
-  part of the product.
+- **Peers**, yardsticks, not part of the product: each in `bench/<name>_peer/` with its own
+  fully pinned requirements and venv (`bench/.venv-<name>`, made by the suite), FastAPI
+  {fastapi}, SQLAlchemy {sqlalchemy} and PyMySQL {pymysql} in both, so that only the
+  task-queue library differs. Both run `bench/peer_common/`: a FastAPI `def` route with a
+  SQLAlchemy ORM session per request (insert, commit), then the library's enqueue; the task
+  updates the row through the ORM to PROCESSING (commit), sleeps the delay, then to COMPLETED
+  (commit). Their APIs run under uvicorn with the same flags as ours.
+  - **Celery peer**: Celery {celery} (kombu {kombu}). The route calls
+    `process_task.delay(task_id)`, which by Celery's default does not wait for the broker's
+    publisher confirm. Worker: `{celery_worker}`.
+  - **Dramatiq peer**: Dramatiq {dramatiq} (pika {pika}), `RabbitmqBroker(confirm_delivery=True)`:
+    each `process_task.send(task_id)` waits for RabbitMQ's publisher confirm, as our API's
+    publishes do. Worker: `{dramatiq_worker}`: one process, so
+    that its rate is its per-process figure, with Dramatiq's default of 8 threads (they share
+    one GIL: they overlap the task's MySQL round trips, not its Python; in a trial on this
+    machine 8 drained faster than 2, 16 or 32) and its defaults otherwise (its middleware,
+    20 retries, a prefetch of 2 messages per thread).
 
 ## Profiling
 
@@ -109,6 +139,25 @@ attaches to the process) starts the API x1 in a scratch database and vhost, driv
 submit (or read) measurement, records it with py-spy (installed into .venv when missing) and
 prints the cores the API, MariaDB, RabbitMQ and wrk used, and where the API's Python time goes.
 """
+
+
+def _versions() -> dict[str, str]:
+    """The peers' pinned versions and worker commands, for the method's text (a shared
+    package's versions as "a / b" if the two pins ever differ)."""
+    shared = {
+        name: " / ".join(sorted({peer.pinned(name) for peer in PEERS}))
+        for name in ("fastapi", "sqlalchemy", "pymysql")
+    }
+    return {
+        "celery": CELERY.pinned("celery"),
+        "kombu": CELERY.pinned("kombu"),
+        "dramatiq": DRAMATIQ.pinned("dramatiq"),
+        "pika": DRAMATIQ.pinned("pika"),
+        "celery_worker": " ".join(CELERY.worker),
+        "dramatiq_worker": " ".join(DRAMATIQ.worker),
+        "dramatiq_flags": DRAMATIQ.worker_flags,
+        **shared,
+    }
 
 
 def write_doc(
@@ -130,7 +179,9 @@ def write_doc(
         rows=plan.read_rows,
         sample=plan.read_sample_ids,
         drain=plan.drain_tasks,
-        celery_drain=plan.celery_drain_tasks,
+        peer_drain=plan.peer_drain_tasks,
+        hash_tasks=plan.hash_chain_tasks,
+        rounds=cpu_bound.ROUNDS,
         concurrency=plan.drain_concurrency,
         e2e_rate=plan.end_to_end_rate,
         in_flight_tasks=plan.in_flight_tasks,
@@ -151,14 +202,15 @@ def write_doc(
         stream_concurrency=plan.stream_concurrency,
         stream_low=plan.stream_delay[0],
         stream_high=plan.stream_delay[1],
+        **_versions(),
     )
     lines = [
         "# Benchmarks",
         "",
         "`make bench` starts the API (one and two uvicorn processes), the worker, a hello-world"
-        " FastAPI app and a Celery peer against the local MariaDB and RabbitMQ, drives them,"
-        " stops them, prints the table below and rewrites this file. It installs wrk (Debian)"
-        " when run as root, and makes the Celery peer's venv on first use. `make bench-smoke`"
+        " FastAPI app, a Celery and a Dramatiq peer against the local MariaDB and RabbitMQ,"
+        " drives them, stops them, prints the table below and rewrites this file. It installs"
+        " wrk (Debian) when run as root, and makes the peers' venvs on first use. `make bench-smoke`"
         " runs the same code for a few seconds per measurement (CI runs it after `make test`): it checks"
         " that every measurement yields a number and that the honesty checks pass, not the"
         " targets.",

@@ -1,5 +1,5 @@
 """3: a queue of tasks, queued before the worker starts, worked off with zero delay, by our
-worker (one process) and by the Celery peer's worker (`-c 2`)."""
+worker (one process) and by each peer's worker (Celery `-c 2`, Dramatiq one process)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import time
 from bench import services
 from bench.environment import BenchEnvironment
 from bench.honesty import check_completed, reset
+from bench.peers import Peer, peer_enqueue, peer_worker
 from bench.plan import Plan
-from bench.processes import Service
+from bench.processes import Service, process_tree
 from bench.results import Check, Drain
 from bench.store import new_ids
 
@@ -53,14 +54,17 @@ async def drain_ours(bench: BenchEnvironment, plan: Plan) -> tuple[Drain, Check]
     return Drain(rate=rate, processes=1, peak_rss=peak), check
 
 
-async def drain_celery(bench: BenchEnvironment, plan: Plan) -> tuple[Drain, Check]:
-    ids = new_ids(plan.celery_drain_tasks)
+async def drain_peer(bench: BenchEnvironment, plan: Plan, peer: Peer) -> tuple[Drain, Check]:
+    """The same for a peer: its tasks queued by its own library (`enqueue_all`), then timed
+    the same way (its task sets `completed_at` from Python's clock)."""
+    ids = new_ids(plan.peer_drain_tasks)
     await bench.table.insert(ids, status="PENDING")
-    await services.celery_enqueue(bench, ids)
-    async with services.celery_worker(bench) as worker:
+    await peer_enqueue(bench, peer, ids)
+    async with peer_worker(bench, peer) as worker:
         rate = await time_drain(bench, worker, len(ids))
-        peak = worker.peak_bytes()
-    queue = services.CELERY_QUEUE
-    check = await check_completed(bench, what="drain, Celery worker", queue=queue, tasks=len(ids))
-    await reset(bench, queue)
-    return Drain(rate=rate, processes=2, peak_rss=peak), check
+        peak, tree = worker.peak_bytes(), len(process_tree(worker.process.pid))
+    check = await check_completed(
+        bench, what=f"drain, {peer.label} worker", queue=peer.queue, tasks=len(ids)
+    )
+    await reset(bench, peer.queue)
+    return Drain(rate=rate, processes=peer.processes, peak_rss=peak, peak_processes=tree), check

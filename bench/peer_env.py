@@ -1,4 +1,5 @@
-"""The Celery peer's own virtualenv, bench/.venv-celery, made from its requirements."""
+"""Each peer's own virtualenv, bench/.venv-<peer> (bench/.venv-celery, bench/.venv-dramatiq),
+made from its fully pinned requirements.txt."""
 
 from __future__ import annotations
 
@@ -7,25 +8,27 @@ import logging
 import subprocess
 import sys
 
-from bench.services import PEER, PEER_PYTHON
-
-REQUIREMENTS = PEER / "requirements.txt"
-VENV = PEER_PYTHON.parents[1]
-MARKER = VENV / ".installed"
+from bench.peers import PEERS, Peer
 
 logger = logging.getLogger("bench")
 
 
-def ensure_peer_venv() -> None:
-    """Create or refresh the venv when the requirements changed since it was made."""
-    wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
-    if MARKER.exists() and MARKER.read_text().strip() == wanted and PEER_PYTHON.exists():
+def ensure_peer_venvs() -> None:
+    for peer in PEERS:
+        ensure_peer_venv(peer)
+
+
+def ensure_peer_venv(peer: Peer) -> None:
+    """Create or refresh the peer's venv when its requirements changed since it was made."""
+    wanted = hashlib.sha256(peer.requirements.read_bytes()).hexdigest()
+    marker = peer.venv / ".installed"
+    if marker.exists() and marker.read_text().strip() == wanted and peer.python.exists():
         return
-    logger.info("making the Celery peer's venv in %s", VENV)
-    _run(sys.executable, "-m", "venv", "--clear", str(VENV))
-    _run(str(PEER_PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-r", str(REQUIREMENTS))  # fmt: skip
-    MARKER.write_text(wanted + "\n")
+    logger.info("making the %s peer's venv in %s", peer.label, peer.venv)
+    _run(sys.executable, "-m", "venv", "--clear", str(peer.venv))
+    _run(str(peer.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "-r", str(peer.requirements))  # fmt: skip
+    marker.write_text(wanted + "\n")
 
 
 def _run(*argv: str) -> None:

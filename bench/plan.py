@@ -23,8 +23,9 @@ class Plan:
     read_rows: int
     read_sample_ids: int
     drain_tasks: int
-    celery_drain_tasks: int  # the peer drains a few hundred a second: the smoke run gives it fewer
+    peer_drain_tasks: int  # each peer's: they drain a few hundred a second, the smoke run fewer
     drain_concurrency: int
+    hash_chain_tasks: int  # measured `hash_chain` tasks (bench.cpu_bound), ~30 ms each
     in_flight: int
     in_flight_delay: tuple[float, float]
     in_flight_warmup_seconds: float
@@ -54,8 +55,9 @@ FULL = Plan(
     read_rows=1_000_000,
     read_sample_ids=100_000,
     drain_tasks=20_000,
-    celery_drain_tasks=20_000,
+    peer_drain_tasks=20_000,
     drain_concurrency=128,
+    hash_chain_tasks=600,
     in_flight=1_000,
     in_flight_delay=(5.0, 10.0),
     in_flight_warmup_seconds=10.0,
@@ -77,8 +79,9 @@ SMOKE = Plan(
     read_rows=20_000,
     read_sample_ids=5_000,
     drain_tasks=2_000,
-    celery_drain_tasks=500,
+    peer_drain_tasks=500,
     drain_concurrency=128,
+    hash_chain_tasks=16,
     in_flight=200,
     in_flight_delay=(0.5, 1.0),
     in_flight_warmup_seconds=1.0,

@@ -136,3 +136,18 @@ async def stop(service: Service, *, grace: float) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         await process.wait()
+
+
+async def run_to_end(
+    name: str, argv: Sequence[str], *, cwd: Path, env: dict[str, str], log: Path
+) -> None:
+    """Run `argv` until it exits; ServiceFailed, with its log's tail, unless it exits 0."""
+    async with launch(name, argv, cwd=cwd, env=env, log=log, ready=_started) as service:
+        if await service.process.wait() != 0:
+            raise ServiceFailed(
+                f"{name} exited with {service.process.returncode}:\n{service.log_tail()}"
+            )
+
+
+async def _started(service: Service) -> bool:
+    return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
@@ -11,6 +12,7 @@ from aio_pika.exceptions import ChannelClosed
 
 from common.messages import TaskMessage
 from common.settings import Settings
+from common.task_types import DEFAULT_TYPE
 
 # Publishes awaiting their confirm at once when queueing tasks in bulk.
 _PUBLISH_WINDOW = 500
@@ -59,33 +61,48 @@ class Queues:
                 return
             await queue.purge()
 
-    async def publish_tasks(self, ids: Sequence[str]) -> None:
-        """Publish one task message per id, as the API does, each confirmed by the broker.
+    async def publish_tasks(
+        self,
+        ids: Sequence[str],
+        *,
+        task_type: str = DEFAULT_TYPE,
+        payloads: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
+        """Publish one task message per id, as the API does, each confirmed by the broker:
+        of `task_type`, with each id's payload from `payloads` (in the same order; none when
+        not given).
 
         The services declare the queue (with whatever arguments they give it); this only
         publishes to it, and a missing queue fails the publish instead of losing messages."""
+        each: Sequence[dict[str, Any] | None] = [None] * len(ids) if payloads is None else payloads
+        messages = [
+            TaskMessage(
+                task_id=task_id,
+                title="bench task",
+                description="a row loaded by the benchmark",
+                metadata=None,
+                type=task_type,
+                payload=payload,
+            )
+            for task_id, payload in zip(ids, each, strict=True)
+        ]
         async with self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         ) as channel:
             exchange = channel.default_exchange
-            for start in range(0, len(ids), _PUBLISH_WINDOW):
+            for start in range(0, len(messages), _PUBLISH_WINDOW):
                 await asyncio.gather(
                     *(
                         exchange.publish(
                             aio_pika.Message(
-                                body=TaskMessage(
-                                    task_id=task_id,
-                                    title="bench task",
-                                    description="a row loaded by the benchmark",
-                                    metadata=None,
-                                ).encode(),
+                                body=message.encode(),
                                 content_type="application/json",
                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                message_id=task_id,
+                                message_id=message.task_id,
                             ),
                             routing_key=self.task_queue,
                             mandatory=True,
                         )
-                        for task_id in ids[start : start + _PUBLISH_WINDOW]
+                        for message in messages[start : start + _PUBLISH_WINDOW]
                     )
                 )

@@ -51,6 +51,19 @@ class Drain:
     rate: float  # tasks per second from PENDING to COMPLETED
     processes: int  # worker processes doing the work
     peak_rss: int
+    peak_processes: int = 1  # the processes peak_rss sums over (a supervisor included)
+
+
+@dataclass(frozen=True, slots=True)
+class HashChain:
+    """`hash_chain` tasks through our worker, and the same chains in a plain loop."""
+
+    tasks: int
+    rounds: int
+    pool_size: int  # CPU_POOL_SIZE: the machine's cores
+    rate: float  # tasks per second after the warm-up, by their completed_at
+    loop_rate: float  # tasks per second of `chain(rounds, seed)` in a loop, one process
+    peak_rss: int  # the worker and its pool processes
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +109,7 @@ class Results:
     read: dict[str, Load] = field(default_factory=dict)
     read_load_seconds: float = 0.0
     drain: dict[str, Drain] = field(default_factory=dict)
+    hash_chain: HashChain | None = None
     end_to_end: EndToEnd | None = None
     in_flight: InFlight | None = None
     listing: Listing | None = None

@@ -1,5 +1,5 @@
-"""What the suite starts: our API (one or two uvicorn processes) and worker, the hello-world
-app, and the Celery peer's API and worker."""
+"""What the suite starts: our API (one or two uvicorn processes) and worker, and the
+hello-world app (the peers' API and worker: bench.peers)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,10 @@ from contextlib import asynccontextmanager
 import httpx
 
 from bench.environment import BenchEnvironment
-from bench.plan import BENCH, ROOT
+from bench.plan import ROOT
 from bench.processes import Probe, Service, launch
 from testkit.processes import free_port
 
-PEER = BENCH / "celery_peer"
-PEER_PYTHON = BENCH / ".venv-celery" / "bin" / "python"
-CELERY_QUEUE = "celery"
 # The same event loop and HTTP parser our API gets from uvicorn's "auto" choices.
 UVICORN_FLAGS = ("--host", "127.0.0.1", "--loop", "uvloop", "--http", "httptools")
 
@@ -104,73 +101,3 @@ async def hello(bench: BenchEnvironment) -> AsyncIterator[Service]:
         port=port,
     ) as service:
         yield service
-
-
-def _peer_env(bench: BenchEnvironment, delay: tuple[float, float] = (0.0, 0.0)) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": str(PEER),
-        "PEER_DATABASE_URL": bench.peer_database_url,
-        "PEER_BROKER_URL": bench.peer_broker_url,
-        "PEER_DELAY_MIN_SECONDS": str(delay[0]),
-        "PEER_DELAY_MAX_SECONDS": str(delay[1]),
-    }
-
-
-@asynccontextmanager
-async def celery_api(bench: BenchEnvironment) -> AsyncIterator[Service]:
-    port = free_port()
-    argv = [
-        *(str(PEER_PYTHON), "-m", "uvicorn", "peer_api:app"),
-        *(*UVICORN_FLAGS, "--port", str(port), "--no-access-log", "--log-level", "warning"),
-    ]
-    async with launch(
-        "celery peer api",
-        argv,
-        cwd=PEER,
-        env=_peer_env(bench),
-        log=bench.workdir / "celery-api.log",
-        ready=http_ready("/openapi.json", status=200),
-        port=port,
-    ) as service:
-        yield service
-
-
-@asynccontextmanager
-async def celery_worker(bench: BenchEnvironment) -> AsyncIterator[Service]:
-    """`celery worker -c 2` (prefork), with Celery's defaults otherwise."""
-    argv = [
-        *(str(PEER_PYTHON), "-m", "celery", "-A", "peer_tasks", "worker"),
-        *("--concurrency", "2", "--pool", "prefork", "--loglevel", "WARNING"),
-    ]
-    async with launch(
-        "celery worker",
-        argv,
-        cwd=PEER,
-        env=_peer_env(bench),
-        log=bench.workdir / "celery-worker.log",
-        ready=consuming(bench, CELERY_QUEUE),
-        stop_timeout=60.0,
-    ) as service:
-        yield service
-
-
-async def celery_enqueue(bench: BenchEnvironment, ids: list[str]) -> None:
-    """`process_task.delay(id)` for each id, from the peer's own environment."""
-    ids_file = bench.workdir / "celery-ids.txt"
-    ids_file.write_text("\n".join(ids))
-    log = bench.workdir / "celery-enqueue.log"
-    async with launch(
-        "celery enqueue",
-        [str(PEER_PYTHON), "peer_enqueue.py", str(ids_file)],
-        cwd=PEER,
-        env=_peer_env(bench),
-        log=log,
-        ready=_always,
-    ) as service:
-        if await service.process.wait() != 0:
-            raise RuntimeError(f"peer_enqueue.py failed:\n{service.log_tail()}")
-
-
-async def _always(service: Service) -> bool:
-    return True

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncmy
+import orjson
+from asyncmy.converters import escape_str
 
 from common.mysql.counts import RECOUNT
 from common.settings import Settings
@@ -105,12 +107,21 @@ class TaskTable:
     async def _has_column(self, name: str) -> bool:
         return bool(await self._fetch("SHOW COLUMNS FROM tasks LIKE %s", (name,)))
 
-    async def insert(self, ids: Sequence[str], *, status: str) -> None:
+    async def insert(
+        self,
+        ids: Sequence[str],
+        *,
+        status: str,
+        task_type: str | None = None,
+        payloads: Sequence[dict[str, object]] = (),
+    ) -> None:
         """Insert one row per id in a few large transactions, on a few connections at once.
 
         The rows look like the services' own: a COMPLETED one has its completed_at, and when
         the table has the outbox mark, every row is marked as dispatched (the suite publishes
-        the PENDING ones' messages itself), so no API's dispatcher sends them again."""
+        the PENDING ones' messages itself), so no API's dispatcher sends them again. Without
+        `task_type` the rows get the column's default type (`simulated`) and no payload; with
+        it, that type and each id's payload from `payloads`, in the same order."""
         now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
         columns = "id, title, description, status, created_at, updated_at, completed_at"
         completed = f"'{now}'" if status == "COMPLETED" else "NULL"
@@ -118,13 +129,28 @@ class TaskTable:
         if await self._has_column("dispatched_at"):
             columns += ", dispatched_at"
             extra = f",'{now}'"
-        # The ids are UUIDs and the rest are constants: no value here needs escaping.
+        typed = [""] * len(ids)
+        if task_type is not None:
+            columns += ", type, payload"
+            typed = [
+                f",{escape_str(task_type)},{escape_str(orjson.dumps(payload).decode())}"
+                for payload in payloads
+            ]
+        # The ids are UUIDs and the rest are constants or escaped.
         values = [
             f"('{task_id}','bench task','a row loaded by the benchmark','{status}',"
-            f"'{now}','{now}',{completed}{extra})"
-            for task_id in ids
+            f"'{now}','{now}',{completed}{extra}{more})"
+            for task_id, more in zip(ids, typed, strict=True)
         ]
         await self._insert_values(columns, values)
+
+    async def results(self) -> dict[str, tuple[str, Any]]:
+        """Every task's status and result (parsed JSON; None when NULL), by id."""
+        rows = await self._fetch("SELECT id, status, result FROM tasks")
+        return {
+            str(task_id): (str(status), None if result is None else orjson.loads(result))
+            for task_id, status, result in rows
+        }
 
     async def insert_history(self, ids: Sequence[str], *, now: datetime) -> None:
         """One row per id (in sorted order), created one after the other over the `HISTORY`

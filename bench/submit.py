@@ -1,5 +1,6 @@
 """1 and 6: POST /api/tasks under wrk's 64 connections and at a fixed rate, for our API
-(one and two processes) and for the baselines, the hello-world app and the Celery peer."""
+(one and two processes) and for the baselines, the hello-world app and the Celery and
+Dramatiq peers."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from functools import partial
 
 from bench import services
 from bench.environment import BenchEnvironment
 from bench.honesty import check_accepted, reset
 from bench.paced import PacedResult, post_request, run_paced
+from bench.peers import PEERS, peer_api
 from bench.plan import Plan
 from bench.processes import Service
 from bench.results import Check, Load, Submit, percentile
@@ -38,7 +41,10 @@ def targets(bench: BenchEnvironment) -> list[Target]:
         Target("hello", "hello-world", services.hello, None),
         Target("api1", "API x1", lambda b: services.api(b, processes=1), bench.queues.task_queue),
         Target("api2", "API x2", lambda b: services.api(b, processes=2), bench.queues.task_queue),
-        Target("celery", "Celery peer", services.celery_api, services.CELERY_QUEUE),
+        *(
+            Target(peer.key, f"{peer.label} peer", partial(peer_api, peer=peer), peer.queue)
+            for peer in PEERS
+        ),
     ]
 
 

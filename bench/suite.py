@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from bench.drain import drain_celery, drain_ours
+from bench.cpu_bound import ROUNDS, measure_hash_chain
+from bench.drain import drain_ours, drain_peer
 from bench.end_to_end import measure_end_to_end
 from bench.environment import BenchEnvironment, bench_environment
 from bench.in_flight import measure_in_flight
 from bench.listing import measure_listing
+from bench.peers import PEERS
 from bench.plan import Plan
 from bench.read import clear_rows, load_rows, measure_read
 from bench.results import Check, Results
@@ -55,8 +57,12 @@ async def _work(bench: BenchEnvironment, plan: Plan, results: Results) -> None:
     logger.info("drain: our worker, %s tasks", f"{plan.drain_tasks:,}")
     results.drain["ours"], check = await drain_ours(bench, plan)
     _record(results, check)
-    logger.info("drain: Celery worker, %s tasks", f"{plan.celery_drain_tasks:,}")
-    results.drain["celery"], check = await drain_celery(bench, plan)
+    for peer in PEERS:
+        logger.info("drain: %s worker, %s tasks", peer.label, f"{plan.peer_drain_tasks:,}")
+        results.drain[peer.key], check = await drain_peer(bench, plan, peer)
+        _record(results, check)
+    logger.info("hash_chain: %s tasks of %s rounds", f"{plan.hash_chain_tasks:,}", f"{ROUNDS:,}")
+    results.hash_chain, check = await measure_hash_chain(bench, plan)
     _record(results, check)
     logger.info(
         "in flight: %s tasks, %s queued", f"{plan.in_flight:,}", f"{plan.in_flight_tasks:,}"

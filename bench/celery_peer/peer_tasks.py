@@ -1,7 +1,8 @@
-"""The Celery peer's worker: `celery -A peer_tasks worker -c 2` (prefork).
+"""The Celery peer's worker: `celery -A peer_tasks worker -c 2` (prefork), and how its API
+(bench/peer_common/peer_api.py) and the drain measurement queue a task.
 
-The task does the same transitions as our worker, PENDING -> PROCESSING -> COMPLETED, each
-committed on its own, with the simulated delay in between.
+The task is the peers' shared work (peer_db.process): PENDING -> PROCESSING -> COMPLETED,
+each committed on its own, with the simulated delay in between.
 """
 
 # mypy: ignore-errors
@@ -10,28 +11,25 @@ committed on its own, with the simulated delay in between.
 from __future__ import annotations
 
 import os
-import random
-import time
-from datetime import datetime
+from collections.abc import Iterable
 
 from celery import Celery
-from peer_db import SessionLocal, Task
+from peer_db import process
 
 app = Celery("peer", broker=os.environ["PEER_BROKER_URL"])
 app.conf.broker_connection_retry_on_startup = True
 
-DELAY_MIN = float(os.environ.get("PEER_DELAY_MIN_SECONDS", "0"))
-DELAY_MAX = float(os.environ.get("PEER_DELAY_MAX_SECONDS", "0"))
-
 
 @app.task
 def process_task(task_id: str) -> None:
-    with SessionLocal() as session:
-        task = session.get(Task, task_id)
-        task.status = "PROCESSING"
-        task.attempts += 1
-        session.commit()
-        time.sleep(random.uniform(DELAY_MIN, DELAY_MAX))
-        task.status = "COMPLETED"
-        task.completed_at = datetime.utcnow()
-        session.commit()
+    process(task_id)
+
+
+def enqueue(task_id: str) -> None:
+    process_task.delay(task_id)
+
+
+def enqueue_all(ids: Iterable[str]) -> None:
+    with app.producer_or_acquire() as producer:
+        for task_id in ids:
+            process_task.apply_async((task_id,), producer=producer)

@@ -1,11 +1,13 @@
-"""The Celery peer's API: `uvicorn peer_api:app`. An ORM insert, then `process_task.delay()`.
+"""A peer's API: `uvicorn peer_api:app`, run in the peer's directory. An ORM insert, then the
+peer's `enqueue(task_id)` (Celery's `process_task.delay`, Dramatiq's `process_task.send`).
 
 A plain `def` route (FastAPI runs it in its thread pool) with a session per request, as in
 FastAPI's SQL tutorial.
 """
 
 # mypy: ignore-errors
-# (celery, sqlalchemy and pymysql live in bench/.venv-celery, not in the repository's .venv)
+# (sqlalchemy, pymysql and the queue libraries live in the peers' venvs, not in the
+# repository's .venv)
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
 from peer_db import SessionLocal, Task
-from peer_tasks import process_task
+from peer_tasks import enqueue
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
@@ -46,5 +48,5 @@ def create_task(body: TaskCreate, session: Annotated[Session, Depends(get_sessio
         )
     )
     session.commit()
-    process_task.delay(task_id)
+    enqueue(task_id)
     return {"task_id": task_id, "status": "PENDING"}
