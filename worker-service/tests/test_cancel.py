@@ -23,14 +23,20 @@ pytestmark = pytest.mark.unit
 
 
 class BlockingWork:
-    """Work that runs until cancelled; `started` is set once it runs."""
+    """Work that runs until cancelled; `started` is set once it runs, and `signalled` says
+    whether its context's cancel signal was set by the time its CancelledError came."""
 
     def __init__(self) -> None:
         self.started = asyncio.Event()
+        self.signalled: bool | None = None
 
     async def __call__(self, ctx: TaskContext[Any]) -> None:
         self.started.set()
-        await asyncio.Event().wait()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.signalled = ctx.cancelled.is_set()
+            raise
 
 
 async def start(
@@ -56,7 +62,7 @@ async def start(
 
 async def test_a_cancel_stops_the_running_work() -> None:
     repository, running = InMemoryTaskRepository(), RunningWork()
-    task_id, processing, _ = await start(repository, running)
+    task_id, processing, work = await start(repository, running)
     await repository.cancel(task_id)
 
     running.cancel([task_id, str(uuid.uuid4())])  # another worker's task is ignored
@@ -67,6 +73,7 @@ async def test_a_cancel_stops_the_running_work() -> None:
     assert record is not None
     assert record.status is TaskStatus.CANCELLED
     assert running.task_ids == []
+    assert work.signalled is True  # a handler can tell a cancel from the worker stopping
 
 
 async def test_after_a_cancel_the_task_can_still_time_out_and_be_cancelled() -> None:
@@ -90,10 +97,11 @@ async def test_after_a_cancel_the_task_can_still_time_out_and_be_cancelled() -> 
 
 async def test_the_workers_own_shutdown_is_not_taken_for_a_cancel() -> None:
     repository, running = InMemoryTaskRepository(), RunningWork()
-    task_id, processing, _ = await start(repository, running)
+    task_id, processing, work = await start(repository, running)
     processing.cancel()
     with pytest.raises(asyncio.CancelledError):
         await processing
+    assert work.signalled is False
     record = await repository.get(task_id)
     assert record is not None
     assert record.status is TaskStatus.PROCESSING  # left for the redelivery to take over
