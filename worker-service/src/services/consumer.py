@@ -124,8 +124,8 @@ class TaskConsumer:
         """A type this worker cannot run (a newer API, an older worker): the message goes
         back to the queue after a backoff, for another worker; after
         UNKNOWN_TYPE_MAX_ATTEMPTS workers without a handler, the task is FAILED and its
-        message dead-lettered. The count rides in the lookups header: a task that has a row
-        but no handler is never also one without a row."""
+        message dead-lettered. The count rides in the lookups header, which also counts the
+        lookups of a missing row: a message that meets both is dead-lettered a little sooner."""
         tries = delivery.lookups + 1
         if tries >= self.unknown_type_max_attempts:
             try:
