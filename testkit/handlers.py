@@ -17,10 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from handlers.context import Handler, TaskContext
-
 from common.settings import Settings, load_settings
 from common.task_types import CATALOGUE
+from handlers.context import Handler, TaskContext
 
 
 async def _in_a_thread(function: Callable[..., Any], *args: Any, **_: Any) -> Any:

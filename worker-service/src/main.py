@@ -15,8 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from handlers import load_handlers
-from handlers.context import RunInProcess
+import uvloop
 
 from common.amqp import Broker, Signal
 from common.errors import ConfigurationError, SchemaOutdated
@@ -28,6 +27,8 @@ from common.notifying import NotifyingTaskRepository
 from common.settings import Settings, load_settings
 from common.supervision import run_forever
 from common.task_types import CATALOGUE
+from handlers import load_handlers
+from handlers.context import RunInProcess
 from services.consumer import TaskConsumer
 from services.cpu_pool import CpuPool
 from services.processor import Handlers
@@ -132,11 +133,13 @@ def run() -> None:
         sys.exit(f"worker: {exc}")
     configure_logging(service="worker", level=settings.log_level, fmt=settings.log_format)
     # An outdated schema is refused in one line; a database that is down is only logged.
+    # uvloop, as the API runs under uvicorn: timers, sockets and callbacks cost less than on
+    # asyncio's own loop, and every delivery has some of each.
     try:
-        asyncio.run(check_schema_at_start(settings))
+        uvloop.run(check_schema_at_start(settings))
     except SchemaOutdated as exc:
         sys.exit(f"worker: {exc}")
-    asyncio.run(_main(settings))
+    uvloop.run(_main(settings))
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from handlers.context import TaskContext
 
 from common.settings import load_settings
+from handlers.context import TaskContext
 from services.consumer import TaskConsumer
 from services.processor import Handlers
 from services.retry_policy import RetryPolicy

@@ -8,11 +8,11 @@ import uuid
 from typing import Any
 
 import pytest
-from handlers.context import TaskContext
 
 from common.messages import TaskMessage
 from common.settings import load_settings
 from common.tasks import NewTask, TaskStatus
+from handlers.context import TaskContext
 from models.outcomes import Outcome, ProcessResult
 from services.processor import Handlers, process_task
 from services.running import RunningWork

@@ -9,11 +9,11 @@ import random
 import time
 
 import pytest
-from handlers import checksum, hash_chain, load_handlers, simulated
-from handlers.simulated import SimulatedFailure
 from pydantic import ValidationError
 
 from common.settings import load_settings
+from handlers import checksum, hash_chain, load_handlers, simulated
+from handlers.simulated import SimulatedFailure
 from testkit.handlers import FakeContext, run_handler
 
 pytestmark = pytest.mark.unit

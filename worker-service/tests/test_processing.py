@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 from conftest import FakeDelivery, RecordingWork, handlers_of
-from handlers.simulated import SimulatedFailure
 
 from common.messages import TaskMessage
 from common.tasks import NewTask, TaskStatus
+from handlers.simulated import SimulatedFailure
 from models.outcomes import Outcome
 from services.consumer import TaskConsumer
 from services.processor import error_summary, process_task

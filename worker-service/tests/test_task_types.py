@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from conftest import FakeDelivery
-from handlers.context import PermanentTaskError, TaskContext
 
 from common.messages import TaskMessage
 from common.settings import load_settings
 from common.tasks import EventKind, NewTask, TaskStatus
+from handlers.context import PermanentTaskError, TaskContext
 from models.outcomes import Outcome
 from services.consumer import TaskConsumer
 from services.processor import Handlers, encoded_result, process_task

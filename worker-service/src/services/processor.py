@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from handlers.context import Handler, PermanentTaskError, RunInProcess, TaskContext
 from pydantic import ValidationError
 
 from common.messages import TaskMessage
@@ -17,6 +16,7 @@ from common.ports import TaskRepository
 from common.settings import Settings
 from common.task_types import CATALOGUE, TaskType
 from common.tasks import ClaimResult
+from handlers.context import Handler, PermanentTaskError, RunInProcess, TaskContext
 from models.outcomes import Outcome, ProcessResult
 from services.progress import ProgressWriter
 from services.running import RunningWork
