@@ -71,7 +71,11 @@ class TaskType:
         return self.max_attempts if self.max_attempts is not None else default
 
     def timeout_for(self, requested: int | None) -> int:
-        return self.default_timeout_seconds if requested is None else requested
+        """The requested timeout, within the type's maximum (a message that did not come
+        through the API may ask for more); the default when none was asked for."""
+        if requested is None:
+            return self.default_timeout_seconds
+        return min(requested, self.max_timeout_seconds)
 
     def payload_schema(self) -> dict[str, Any]:
         return self.payload.model_json_schema()

@@ -64,6 +64,10 @@ def _json(value: str | bytes | None) -> Any:
     return None if value is None else orjson.loads(value)
 
 
+def _json_text(value: object) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
 def _record(row: tuple[Any, ...]) -> TaskRecord:
     task_id, title, description, status, metadata, attempts, last_error, *rest = row
     times, (task_type, payload, timeout_seconds, result, progress, note) = rest[:4], rest[4:]
@@ -141,10 +145,8 @@ def _insert_statements(tasks: Sequence[NewTask], now: datetime) -> list[Statemen
     values: list[object] = []
     events: list[object] = []
     for task in tasks:
-        metadata = None if task.metadata is None else orjson.dumps(task.metadata).decode()
-        payload = None if task.payload is None else orjson.dumps(task.payload).decode()
-        values += [task.task_id, task.title, task.description, metadata]
-        values += [task.type, payload, task.timeout_seconds, naive, naive]
+        values += [task.task_id, task.title, task.description, _json_text(task.metadata)]
+        values += [task.type, _json_text(task.payload), task.timeout_seconds, naive, naive]
         events += [task.task_id, naive]
     rows = ", ".join(["(%s, %s, %s, 'PENDING', %s, %s, %s, %s, %s, %s)"] * len(tasks))
     return [

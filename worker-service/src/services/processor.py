@@ -102,7 +102,7 @@ async def process_task(
         logger.info("task has no handler here", extra={"task_id": task_id, "type": message.type})
         return ProcessResult(Outcome.NO_HANDLER)
     task_type, handler = found
-    timeout = min(task_type.timeout_for(message.timeout_seconds), task_type.max_timeout_seconds)
+    timeout = task_type.timeout_for(message.timeout_seconds)
     claim = await repository.claim(task_id, lease_seconds=timeout + lease_seconds, steal=take_over)
     if claim.result is not ClaimResult.CLAIMED:
         logger.info(
