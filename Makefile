@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)
 # win over the shell's. The tests never read it: they make their own database and vhost.
 LOAD_ENV := set -a; [ ! -f $(CURDIR)/.env ] || . $(CURDIR)/.env; set +a;
 
-.PHONY: help install lock api worker run redrive chaos chaos-short openapi migrate db smoke test test-unit test-integration lint format clean bench bench-smoke
+.PHONY: help install lock api worker webhook-sender webhook-secret run redrive chaos chaos-short openapi migrate db smoke test test-unit test-integration lint format clean bench bench-smoke
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -61,8 +61,16 @@ api: install ## Run the API in the foreground (configured by environment variabl
 worker: install ## Run the worker in the foreground
 	$(LOAD_ENV) cd worker-service/src && exec $(PY) main.py
 
-run: install ## Run the API and the worker together; Ctrl-C stops both
-	@trap 'kill 0' INT TERM; $(MAKE) --no-print-directory api & $(MAKE) --no-print-directory worker & wait
+webhook-sender: install ## Run the webhook sender in the foreground (needs WEBHOOK_SECRET)
+	$(LOAD_ENV) cd api-service/src && exec $(PY) sender.py
+
+webhook-secret: install ## Print a new WEBHOOK_SECRET (whsec_ and 32 random bytes in base64)
+	@$(PY) -c 'import base64, secrets; print("WEBHOOK_SECRET=whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())'
+
+run: install ## Run the API, the worker and (with WEBHOOK_SECRET set) the webhook sender; Ctrl-C stops them
+	@trap 'kill 0' INT TERM; $(LOAD_ENV) $(MAKE) --no-print-directory api & $(MAKE) --no-print-directory worker & \
+		if [ -n "$$WEBHOOK_SECRET" ]; then $(MAKE) --no-print-directory webhook-sender & \
+		else echo "run: WEBHOOK_SECRET is not set: no webhook sender (make webhook-secret)"; fi; wait
 
 redrive: install ## Move dead-lettered task messages back to the work queue
 	$(LOAD_ENV) cd worker-service/src && $(PY) redrive.py

@@ -46,6 +46,9 @@ class ForwardingTaskRepository:
             publish=publish, limit=limit, min_age_seconds=min_age_seconds
         )
 
+    async def next_due_in(self) -> float | None:
+        return await self.inner.next_due_in()
+
     async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:
         return await self.inner.claim(task_id, lease_seconds=lease_seconds, steal=steal)
 

@@ -53,9 +53,13 @@ class TaskRepository(Protocol):
     async def dispatch_undispatched(
         self, *, publish: PublishOne, limit: int, min_age_seconds: float
     ) -> int:
-        """Lock up to `limit` PENDING tasks never confirmed as dispatched (older than
-        `min_age_seconds`, skipping rows another dispatcher holds), call `publish` on each
+        """Lock up to `limit` PENDING tasks never confirmed as dispatched and due (older than
+        `min_age_seconds` unless scheduled, skipping rows another dispatcher holds), call `publish` on each
         (concurrently) and mark those it confirmed. Returns how many were dispatched."""
+        ...
+
+    async def next_due_in(self) -> float | None:
+        """Seconds until the earliest scheduled task that is not due yet (None: none waits)."""
         ...
 
     async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:

@@ -6,6 +6,8 @@ environment at import time.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urlsplit
@@ -119,6 +121,24 @@ class Settings(BaseSettings):
     unknown_type_max_attempts: int = Field(default=5, ge=1)
     cpu_pool_size: int = Field(default=0, ge=0, le=256)
 
+    # Scheduled tasks: how far ahead run_at / delay_seconds may be (30 days).
+    max_delay_seconds: int = Field(default=30 * 86_400, ge=1)
+
+    # Completion webhooks (Standard Webhooks): the signing secret ("whsec_" and base64; the
+    # previous one too while it is rotated), where they may go besides public addresses, and
+    # how the sender tries: each attempt within WEBHOOK_TIMEOUT_SECONDS, retried after
+    # BASE * 2^n seconds (capped at WEBHOOK_RETRY_MAX_SECONDS, plus up to 20% jitter) until
+    # WEBHOOK_MAX_ATTEMPTS (the defaults spread 18 attempts over about 35 hours).
+    webhook_secret: SecretStr | None = None
+    webhook_secret_previous: SecretStr | None = None
+    webhook_allowed_hosts: str = ""
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=21_600.0, gt=0)
+    webhook_max_attempts: int = Field(default=18, ge=1, le=100)
+    webhook_concurrency: int = Field(default=64, ge=1, le=10_000)
+    webhook_poll_interval_seconds: float = Field(default=1.0, gt=0)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "text"] = "text"
 
@@ -134,6 +154,30 @@ class Settings(BaseSettings):
     def _check_database_url(cls, value: SecretStr) -> SecretStr:
         parse_database_url(value.get_secret_value())
         return value
+
+    @field_validator("webhook_secret", "webhook_secret_previous", mode="before")
+    @classmethod
+    def _check_webhook_secret(cls, value: object) -> object:
+        if value in (None, ""):
+            return None
+        if not isinstance(value, str | SecretStr):
+            return value
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not text.startswith("whsec_"):
+            raise ValueError("must start with whsec_ (make webhook-secret prints one)")
+        try:
+            key = base64.b64decode(text.removeprefix("whsec_"), validate=True)
+        except binascii.Error:
+            raise ValueError("must be whsec_ followed by base64") from None
+        if len(key) < 24:
+            raise ValueError("must hold at least 24 random bytes (make webhook-secret prints one)")
+        return value
+
+    @property
+    def webhook_hosts(self) -> frozenset[str]:
+        """WEBHOOK_ALLOWED_HOSTS as a set of lower-case host names and IP literals."""
+        hosts = (host.strip().lower() for host in self.webhook_allowed_hosts.split(","))
+        return frozenset(host.strip("[]") for host in hosts if host)
 
     @model_validator(mode="after")
     def _check_delays(self) -> Settings:

@@ -75,6 +75,25 @@ class NewTask:
     type: str = "simulated"  # a name from common.task_types.CATALOGUE
     payload: dict[str, Any] | None = None  # valid for the type's payload model
     timeout_seconds: int | None = None  # None: the type's default
+    run_at: datetime | None = None  # not to be published before then (None: at once)
+    callback_url: str | None = None  # where its completion webhook goes
+
+
+class CallbackState(enum.StrEnum):
+    PENDING = "pending"  # not final yet, or final and not delivered yet
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    FAILED = "failed"  # refused (4xx), or every attempt failed
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """The task's completion webhook: its URL and how its latest delivery went."""
+
+    url: str
+    state: CallbackState = CallbackState.PENDING
+    attempts: int = 0
+    last_status_code: int | None = None
+    last_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +117,8 @@ class TaskRecord:
     result: Any = None  # the handler's return value (any JSON), once COMPLETED
     progress: float | None = None
     progress_note: str | None = None
+    run_at: datetime | None = None
+    callback: Callback | None = None
 
     @property
     def is_final(self) -> bool:
@@ -120,6 +141,8 @@ class TaskRecord:
             type=task.type,
             payload=task.payload,
             timeout_seconds=task.timeout_seconds,
+            run_at=task.run_at,
+            callback=None if task.callback_url is None else Callback(task.callback_url),
         )
 
 

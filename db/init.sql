@@ -19,6 +19,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     type             VARCHAR(64)  NOT NULL DEFAULT 'simulated',
     payload          JSON         NULL,
     timeout_seconds  INT UNSIGNED NULL DEFAULT NULL,
+    -- When the task may start (a scheduled task: the dispatcher publishes it once due), or
+    -- NULL: at once.
+    run_at           DATETIME(6)  NULL DEFAULT NULL,
+    -- Where its completion webhook goes once it is final (NULL: none); checked at submit.
+    callback_url     VARCHAR(2048) NULL DEFAULT NULL,
     -- How many times a worker has claimed the task; a claim is an attempt.
     attempts         INT UNSIGNED NOT NULL DEFAULT 0,
     -- A short, safe summary of the last failed attempt.
@@ -49,7 +54,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     -- status (a list of several statuses reads each status's index and merges).
     KEY idx_tasks_created (created_at, id),
     KEY idx_tasks_status_created (status, created_at, id),
-    KEY idx_tasks_undispatched (dispatched_at, updated_at)
+    -- The outbox: undispatched tasks to send now (run_at NULL, by updated_at) and scheduled
+    -- ones that are due (by run_at), each one index range however many wait for later.
+    KEY idx_tasks_undispatched (dispatched_at, run_at, updated_at)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 
 -- Every transition of a task, written in the same transaction as the transition itself, so an
@@ -87,6 +94,35 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     KEY idx_idempotency_keys_expires (expires_at)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 
+-- Completion webhooks (Standard Webhooks): one delivery for each final state a task with a
+-- callback_url reaches, inserted by that transition in its own transaction (the webhooks'
+-- outbox), then sent and retried by the webhook sender (api-service/src/sender.py).
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id               BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    -- The webhook-id header: the same on every attempt of this delivery.
+    webhook_id       VARCHAR(40)  NOT NULL,
+    task_id          VARCHAR(36)  NOT NULL,
+    url              VARCHAR(2048) NOT NULL,
+    -- The final status it reports.
+    status           ENUM('COMPLETED', 'FAILED', 'CANCELLED') NOT NULL,
+    state            ENUM('pending', 'delivered', 'failed') NOT NULL DEFAULT 'pending',
+    -- Attempts started (counted when a sender takes the delivery, so a sender that dies
+    -- mid-attempt still counts it).
+    attempts         INT UNSIGNED NOT NULL DEFAULT 0,
+    -- While pending: when a sender may take it next (also the lease of a sender that took it).
+    next_attempt_at  DATETIME(6)  NOT NULL,
+    last_status_code SMALLINT UNSIGNED NULL DEFAULT NULL,
+    last_error       VARCHAR(500) NULL DEFAULT NULL,
+    -- The JSON sent: the task as GET shows it, fixed at the first attempt.
+    body             MEDIUMTEXT   NULL,
+    created_at       DATETIME(6)  NOT NULL,
+    updated_at       DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+    PRIMARY KEY (id),
+    UNIQUE KEY uq_webhook_deliveries_webhook_id (webhook_id),
+    KEY idx_webhook_deliveries_due (state, next_attempt_at),
+    KEY idx_webhook_deliveries_task (task_id, id)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
+
 -- How many tasks have each status, kept by the transitions themselves (common/mysql/counts.py):
 -- GET /api/tasks/stats sums 80 rows instead of counting a status index. Each status has 16
 -- shards, and a transition changes its connection's shard, so that writers on different
@@ -116,4 +152,4 @@ CREATE TABLE IF NOT EXISTS alembic_version (
 -- Only into an empty table, so that running this file again changes nothing. Keep the revision
 -- equal to the newest migration's (and to SCHEMA_REVISION in common/mysql/revision.py).
 INSERT INTO alembic_version (version_num)
-SELECT '0004' FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM alembic_version);
+SELECT '0005' FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM alembic_version);

@@ -103,19 +103,37 @@ class InMemoryTaskRepository:
         self, *, publish: PublishOne, limit: int, min_age_seconds: float
     ) -> int:
         self._enter("dispatch_undispatched")
-        cutoff = datetime.now(UTC) - timedelta(seconds=min_age_seconds)
+        now = datetime.now(UTC)
+        cutoff = now - timedelta(seconds=min_age_seconds)
         waiting = [
             row
             for row in self.rows.values()
             if row.task_id not in self.dispatched
             and row.status is TaskStatus.PENDING
-            and row.updated_at <= cutoff
+            and (
+                (row.run_at is None and row.updated_at <= cutoff)
+                or (
+                    row.run_at is not None
+                    and row.run_at <= now
+                    and (row.run_at > row.updated_at or row.updated_at <= cutoff)
+                )
+            )
         ]
         chosen = waiting[:limit]
         published = await asyncio.gather(*(publish(row) for row in chosen))
         sent = [row.task_id for row, ok in zip(chosen, published, strict=True) if ok]
         self.dispatched.update(sent)
         return len(sent)
+
+    async def next_due_in(self) -> float | None:
+        self._enter("next_due_in")
+        now = datetime.now(UTC)
+        later = [
+            row.run_at
+            for row in self.rows.values()
+            if row.task_id not in self.dispatched and row.run_at is not None and row.run_at > now
+        ]
+        return min(later).timestamp() - now.timestamp() if later else None
 
     def _update(self, task_id: str, **changes: object) -> None:
         changes.setdefault("updated_at", datetime.now(UTC))

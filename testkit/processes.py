@@ -25,13 +25,13 @@ def free_port() -> int:
 
 @contextmanager
 def service_process(
-    service: str, env: dict[str, str], log: Path
+    service: str, env: dict[str, str], log: Path, script: str = "main.py"
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `python main.py` in `<service>/src` with the root on PYTHONPATH; SIGTERM on exit."""
+    """Run `python <script>` in `<service>/src` with the root on PYTHONPATH; SIGTERM on exit."""
     env = {**env, "PYTHONPATH": str(ROOT)}
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "main.py"],
+            [sys.executable, script],
             cwd=ROOT / service / "src",
             env=env,
             stdout=output,

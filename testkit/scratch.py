@@ -112,7 +112,7 @@ def service_environment(settings: Settings) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST")}
     for name, value in settings.model_dump().items():
         secret = getattr(value, "get_secret_value", None)
-        env[name.upper()] = str(secret() if secret else value)
+        env[name.upper()] = "" if value is None else str(secret() if secret else value)
     return env
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ from common.mysql import counts
 from common.mysql.connection import Database, Result, Statement, Transaction
 from common.mysql.errors import is_deadlock
 from common.mysql.events import EVENT_COLUMNS, event_of, events_statement, in_clause
+from common.mysql.webhooks import callback_of, deliveries_statement, latest_statement
 from common.ports import PublishOne
 from common.tasks import (
     FINAL_STATUSES,
@@ -52,7 +53,7 @@ class ClaimRequest:
 _COLUMNS = (
     "id, title, description, status, metadata, attempts, last_error,"
     " created_at, updated_at, completed_at, started_at,"
-    " type, payload, timeout_seconds, result, progress, progress_note"
+    " type, payload, timeout_seconds, result, progress, progress_note, run_at, callback_url"
 )
 
 
@@ -70,7 +71,10 @@ def _json_text(value: object) -> str | None:
 
 def _record(row: tuple[Any, ...]) -> TaskRecord:
     task_id, title, description, status, metadata, attempts, last_error, *rest = row
-    times, (task_type, payload, timeout_seconds, result, progress, note) = rest[:4], rest[4:]
+    times, (task_type, payload, timeout_seconds, result, progress, note, run_at, url) = (
+        rest[:4],
+        rest[4:],
+    )
     created_at, updated_at, completed_at, started_at = (_utc(value) for value in times)
     assert created_at is not None
     assert updated_at is not None
@@ -92,6 +96,8 @@ def _record(row: tuple[Any, ...]) -> TaskRecord:
         result=_json(result),
         progress=progress,
         progress_note=note,
+        run_at=_utc(run_at),
+        callback=None if url is None else callback_of(url, None),
     )
 
 
@@ -146,13 +152,15 @@ def _insert_statements(tasks: Sequence[NewTask], now: datetime) -> list[Statemen
     events: list[object] = []
     for task in tasks:
         values += [task.task_id, task.title, task.description, _json_text(task.metadata)]
-        values += [task.type, _json_text(task.payload), task.timeout_seconds, naive, naive]
+        values += [task.type, _json_text(task.payload), task.timeout_seconds]
+        values += [None if task.run_at is None else _naive(task.run_at), task.callback_url]
+        values += [naive, naive]
         events += [task.task_id, naive]
-    rows = ", ".join(["(%s, %s, %s, 'PENDING', %s, %s, %s, %s, %s, %s)"] * len(tasks))
+    rows = ", ".join(["(%s, %s, %s, 'PENDING', %s, %s, %s, %s, %s, %s, %s, %s)"] * len(tasks))
     return [
         (
             "INSERT INTO tasks (id, title, description, status, metadata, type, payload,"
-            f" timeout_seconds, created_at, updated_at) VALUES {rows}",
+            f" timeout_seconds, run_at, callback_url, created_at, updated_at) VALUES {rows}",
             values,
         ),
         counts.created(len(tasks)),
@@ -320,7 +328,25 @@ class MySQLTaskRepository:
                 f"SELECT {_COLUMNS} FROM tasks WHERE id IN ({in_clause(len(ids))})", ids
             )
             found = {row[0]: _record(row) for row in await cursor.fetchall()}
+        found = {record.task_id: record for record in await self._with_callbacks(found.values())}
         return [found.get(task_id) for task_id in task_ids]
+
+    async def _with_callbacks(self, records: Iterable[TaskRecord]) -> list[TaskRecord]:
+        """The records, those with a callback_url completed with their latest delivery (one
+        more query, and only when there is one)."""
+        records = list(records)
+        urls = {r.task_id: r.callback.url for r in records if r.callback is not None}
+        if not urls:
+            return records
+        rows = {row[0]: row for row in await self._rows(latest_statement(sorted(urls)))}
+        return [
+            record
+            if record.task_id not in urls
+            else replace(
+                record, callback=callback_of(urls[record.task_id], rows.get(record.task_id))
+            )
+            for record in records
+        ]
 
     async def mark_dispatched(self, task_ids: Sequence[str]) -> None:
         if task_ids:
@@ -340,15 +366,26 @@ class MySQLTaskRepository:
         # some) while the messages are being published.
         async with self._database.transaction(isolation="READ COMMITTED") as transaction:
             # SKIP LOCKED: several API replicas dispatch side by side without sending the
-            # same rows twice or waiting on each other.
-            await transaction.execute(
-                f"SELECT {_COLUMNS} FROM tasks WHERE dispatched_at IS NULL"
-                " AND status = 'PENDING'"
-                " AND updated_at < UTC_TIMESTAMP(6) - INTERVAL %s MICROSECOND"
-                " ORDER BY updated_at LIMIT %s FOR UPDATE SKIP LOCKED",
-                (int(min_age_seconds * 1_000_000), limit),
-            )
-            records = [_record(row) for row in await transaction.fetchall()]
+            # same rows twice or waiting on each other. Two ranges of idx_tasks_undispatched:
+            # the tasks to send at once, and the scheduled tasks that are due; those scheduled
+            # for later are in neither. A row written in the last `min_age` seconds is left
+            # alone (the API process that wrote it is publishing it), unless it was written
+            # before it was due: a scheduled task is published by the dispatcher alone.
+            min_age = int(min_age_seconds * 1_000_000)
+            settled = "updated_at < UTC_TIMESTAMP(6) - INTERVAL %s MICROSECOND"
+            records: list[TaskRecord] = []
+            for due, order in (
+                (f"run_at IS NULL AND {settled}", "updated_at"),
+                (f"run_at <= UTC_TIMESTAMP(6) AND (run_at > updated_at OR {settled})", "run_at"),
+            ):
+                await transaction.execute(
+                    f"SELECT {_COLUMNS} FROM tasks WHERE dispatched_at IS NULL AND {due}"
+                    f" AND status = 'PENDING' ORDER BY {order} LIMIT %s FOR UPDATE SKIP LOCKED",
+                    (min_age, limit - len(records)),
+                )
+                records += [_record(row) for row in await transaction.fetchall()]
+                if len(records) >= limit:
+                    break
             # All at once: the publisher writes them together and each waits for its own
             # confirm, so a pass after an outage takes one round trip, not one per task.
             published = await asyncio.gather(*(publish(record) for record in records))
@@ -360,6 +397,16 @@ class MySQLTaskRepository:
                     confirmed,
                 )
         return len(confirmed)
+
+    async def next_due_in(self) -> float | None:
+        """Seconds until the earliest scheduled task that is not due yet (None: there is none)."""
+        async with self._database.cursor() as cursor:
+            await cursor.execute(
+                "SELECT TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), MIN(run_at)) FROM tasks"
+                " WHERE dispatched_at IS NULL AND run_at > UTC_TIMESTAMP(6)"
+            )
+            [(micros,)] = await cursor.fetchall()
+        return None if micros is None else max(0.0, int(micros) / 1_000_000)
 
     async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:
         [claim] = await self.claim_many([ClaimRequest(task_id, steal)], lease_seconds=lease_seconds)
@@ -449,6 +496,7 @@ class MySQLTaskRepository:
             counts.MOVED_ROWS,
             counts.moved(TaskStatus.PROCESSING, TaskStatus.COMPLETED),
             events_statement(EventKind.COMPLETED, ids, token=token),
+            deliveries_statement(ids, token=token),
         ]
         if len(ids) > 1:  # which of them this statement completed
             statements.append(
@@ -498,18 +546,19 @@ class MySQLTaskRepository:
         """One conditional UPDATE of one task (`source` -> `target`, with `changes`, whose %s
         take `values`) and, if it moved, its count and its event."""
         token = uuid.uuid4().hex
-        moved, *_ = await self._script(
-            [
-                (
-                    f"UPDATE tasks SET status = %s, {changes}, claim_token = %s"
-                    " WHERE id = %s AND status = %s",
-                    [target.value, *values, token, task_id, source.value],
-                ),
-                counts.MOVED_ROWS,
-                counts.moved(source, target),
-                events_statement(kind, [task_id], token=token),
-            ]
-        )
+        statements = [
+            (
+                f"UPDATE tasks SET status = %s, {changes}, claim_token = %s"
+                " WHERE id = %s AND status = %s",
+                [target.value, *values, token, task_id, source.value],
+            ),
+            counts.MOVED_ROWS,
+            counts.moved(source, target),
+            events_statement(kind, [task_id], token=token),
+        ]
+        if target in FINAL_STATUSES:
+            statements.append(deliveries_statement([task_id], token=token))
+        moved, *_ = await self._script(statements)
         return moved.rowcount > 0
 
     async def release_for_retry(self, task_id: str, error: str) -> bool:
@@ -565,6 +614,7 @@ class MySQLTaskRepository:
                 counts.MOVED_ROWS,
                 counts.moved_from_variable("@was", TaskStatus.CANCELLED),
                 events_statement(EventKind.CANCELLED, [task_id], token=token),
+                deliveries_statement([task_id], token=token),
             ]
         )
         if not locked.rows:
@@ -589,7 +639,7 @@ class MySQLTaskRepository:
                 await cursor.execute(sql, args)
                 rows += [_record(row) for row in await cursor.fetchall()]
         rows.sort(key=lambda record: (record.created_at, record.task_id), reverse=True)
-        return rows[: query.limit], len(rows) > query.limit
+        return await self._with_callbacks(rows[: query.limit]), len(rows) > query.limit
 
     async def count_by_status(self) -> dict[TaskStatus, int]:
         """How many tasks have each status (0 included), from task_counts."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from models.tasks import TaskCreate, TaskListQuery
 from services.idempotency import InvalidIdempotencyKey, parse_idempotency_key
+from services.webhooks.targets import TargetRefused, check_url
 
 
 def require_json_body(request: Request) -> None:
@@ -33,21 +35,52 @@ def require_json_body(request: Request) -> None:
 class TypedTaskCreate:
     body: TaskCreate
     payload: dict[str, Any] | None  # as the type's model made it
+    run_at: datetime | None = None  # from run_at or delay_seconds
 
 
-async def task_create_body(request: Request) -> TypedTaskCreate:
+@dataclass(frozen=True, slots=True)
+class SubmitRules:
+    """What a task body is checked against beyond its model: the settings' limits."""
+
+    max_delay_seconds: int
+    webhook_hosts: frozenset[str]  # WEBHOOK_ALLOWED_HOSTS
+    webhooks_on: bool  # WEBHOOK_SECRET is set
+
+
+async def task_create_body(request: Request, rules: SubmitRules) -> TypedTaskCreate:
     """The body parsed and validated in one pass by pydantic-core, then its payload against
-    its type's model; a bad one raises the same RequestValidationError (errors located under
-    "body") that FastAPI would."""
+    its type's model, its schedule against the clock and its callback URL against the SSRF
+    guard; a bad one raises the same RequestValidationError (errors located under "body")
+    that FastAPI would."""
     require_json_body(request)
     try:
         body = TaskCreate.model_validate_json(await request.body())
     except ValidationError as exc:
         raise _body_errors(exc.errors(include_url=False)) from None
     payload, errors = body.type_errors()
+    run_at = None
+    if body.run_at is not None or body.delay_seconds is not None:
+        run_at, schedule_errors = body.schedule_errors(datetime.now(UTC), rules.max_delay_seconds)
+        errors += schedule_errors
+    if body.callback_url is not None and not errors:
+        problem = await _callback_problem(body.callback_url, rules)
+        if problem is not None:
+            errors.append(
+                {"loc": ("callback_url",), "msg": problem, "type": "value_error", "input": None}
+            )
     if errors:
         raise _body_errors(errors)
-    return TypedTaskCreate(body, payload)
+    return TypedTaskCreate(body, payload, run_at)
+
+
+async def _callback_problem(url: str, rules: SubmitRules) -> str | None:
+    if not rules.webhooks_on:
+        return "webhooks are off on this server (WEBHOOK_SECRET is not set)"
+    try:
+        await check_url(url, rules.webhook_hosts)
+    except TargetRefused as exc:
+        return str(exc)
+    return None
 
 
 def _body_errors(errors: Sequence[Any]) -> RequestValidationError:

@@ -15,7 +15,13 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import idempotency_key, last_event_id, task_create_body, task_list_query
+from api.deps import (
+    SubmitRules,
+    idempotency_key,
+    last_event_id,
+    task_create_body,
+    task_list_query,
+)
 from api.docs import (
     EVENTS_RESPONSE,
     IDEMPOTENCY_KEY_PARAMETER,
@@ -156,6 +162,11 @@ def task_routes(backends: Backends, settings: Settings) -> APIRouter:
     repository, publisher = backends.repository, backends.publisher
     poll_after = settings.poll_after_seconds
     key_ttl_seconds = settings.idempotency_key_ttl_hours * 3600
+    rules = SubmitRules(
+        max_delay_seconds=settings.max_delay_seconds,
+        webhook_hosts=settings.webhook_hosts,
+        webhooks_on=settings.webhook_secret is not None,
+    )
 
     @router.post(
         "",
@@ -180,7 +191,7 @@ def task_routes(backends: Backends, settings: Settings) -> APIRouter:
         same key with another body is a 422.
         """
         key = idempotency_key(request)
-        typed = await task_create_body(request)
+        typed = await task_create_body(request, rules)
         body = typed.body
         stored_key = None
         if key is not None:
@@ -199,6 +210,8 @@ def task_routes(backends: Backends, settings: Settings) -> APIRouter:
             task_type=body.type,
             payload=typed.payload,
             timeout_seconds=body.timeout_seconds,
+            run_at=typed.run_at,
+            callback_url=body.callback_url,
             idempotency_key=stored_key,
         )
         return _accepted(record, "Task accepted", poll_after=poll_after, replayed=replayed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -21,9 +21,11 @@ from pydantic import (
 )
 
 from common.task_types import CATALOGUE, DEFAULT_TYPE, TaskType
-from common.tasks import TaskEvent, TaskRecord, TaskStatus
+from common.tasks import Callback, CallbackState, TaskEvent, TaskRecord, TaskStatus
 
 MAX_DESCRIPTION_BYTES = 64 * 1024
+# How far in the past a run_at may be (a clock a little behind, a request a little slow).
+RUN_AT_PAST_SECONDS = 60
 
 
 def _not_blank(value: str) -> str:
@@ -74,6 +76,20 @@ def _storable(value: dict[str, Any] | None) -> dict[str, Any] | None:
         if problem:
             raise ValueError(problem)
     return value
+
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, str) and not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, as 2026-12-01T10:00:00Z")
+    return value
+
+
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 
 # ISO 8601 with an explicit offset ("+00:00"), not pydantic's "Z".
@@ -144,6 +160,54 @@ class TaskCreate(BaseModel):
         ),
     ] = None
 
+    run_at: Annotated[
+        Rfc3339 | None,
+        Field(
+            description="Start no earlier than this (RFC 3339 with an offset): at most 60 s in"
+            " the past and at most MAX_DELAY_SECONDS ahead. Not with `delay_seconds`."
+        ),
+    ] = None
+    delay_seconds: Annotated[
+        float | None,
+        Field(
+            ge=0,
+            allow_inf_nan=False,
+            description="Start no earlier than this many seconds from now (0 to"
+            " MAX_DELAY_SECONDS, 30 days by default). Not with `run_at`.",
+        ),
+    ] = None
+    callback_url: Annotated[
+        StrictStr | None,
+        Field(
+            min_length=1,
+            max_length=2048,
+            description="An http(s) URL that gets the task (as GET shows it) in a signed POST"
+            " (Standard Webhooks) once it is COMPLETED, FAILED or CANCELLED. Its host must"
+            " resolve to public addresses, or be listed in WEBHOOK_ALLOWED_HOSTS.",
+        ),
+    ] = None
+
+    def schedule_errors(
+        self, now: datetime, max_delay_seconds: int
+    ) -> tuple[datetime | None, list[dict[str, Any]]]:
+        """When the task may start (None: at once) from `run_at` or `delay_seconds`, and
+        their errors, located as field errors are."""
+        limit = f"at most MAX_DELAY_SECONDS ({max_delay_seconds:,} s)"
+        if self.run_at is not None and self.delay_seconds is not None:
+            return None, [_error("run_at", "give run_at or delay_seconds, not both", self.run_at)]
+        if self.delay_seconds is not None:
+            if self.delay_seconds > max_delay_seconds:
+                return None, [_error("delay_seconds", f"must be {limit}", self.delay_seconds)]
+            return now + timedelta(seconds=self.delay_seconds), []
+        if self.run_at is None:
+            return None, []
+        if self.run_at < now - timedelta(seconds=RUN_AT_PAST_SECONDS):
+            message = f"must not be more than {RUN_AT_PAST_SECONDS} s in the past"
+            return None, [_error("run_at", message, self.run_at.isoformat())]
+        if self.run_at > now + timedelta(seconds=max_delay_seconds):
+            return None, [_error("run_at", f"must be {limit} ahead", self.run_at.isoformat())]
+        return self.run_at.astimezone(UTC), []
+
     def type_errors(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """The payload as the type's model made it, defaults filled in (None when that is
         empty, as for `simulated`), and the errors of `payload` and `timeout_seconds` against the
@@ -173,6 +237,10 @@ class TaskCreate(BaseModel):
                 }
             )
         return payload, errors
+
+
+def _error(field: str, message: str, value: object) -> dict[str, Any]:
+    return {"loc": (field,), "msg": message, "type": "value_error", "input": value}
 
 
 class TaskAccepted(BaseModel):
@@ -209,8 +277,42 @@ TASK_PUBLIC_EXAMPLE: dict[str, Any] = {
     "updated_at": "2026-11-28T01:21:00.112358+00:00",
     "started_at": "2026-11-28T01:20:52.951210+00:00",
     "completed_at": "2026-11-28T01:21:00.112358+00:00",
+    "run_at": None,
+    "callback": {
+        "url": "https://hooks.example.com/tasks",
+        "state": "delivered",
+        "attempts": 1,
+        "last_status_code": 204,
+        "last_error": None,
+    },
     "events_url": "/api/tasks/0b9f5a3c-2f4e-4d0a-9d6b-8f1f2c3d4e5f/events",
 }
+
+
+class CallbackPublic(BaseModel):
+    """The task's completion webhook and how its latest delivery went."""
+
+    url: str
+    state: CallbackState = Field(
+        description="pending (the task is not final, or its delivery is still being tried),"
+        " delivered (the receiver answered 2xx) or failed (refused with a 4xx, or every"
+        " attempt failed)."
+    )
+    attempts: int = Field(description="Attempts made to deliver it.")
+    last_status_code: int | None = Field(description="The receiver's last HTTP status.")
+    last_error: str | None = Field(description="Why the last attempt failed, if it did.")
+
+
+def _callback_dict(callback: Callback | None) -> dict[str, Any] | None:
+    if callback is None:
+        return None
+    return {
+        "url": callback.url,
+        "state": callback.state,
+        "attempts": callback.attempts,
+        "last_status_code": callback.last_status_code,
+        "last_error": callback.last_error,
+    }
 
 
 class TaskPublic(BaseModel):
@@ -242,6 +344,10 @@ class TaskPublic(BaseModel):
     updated_at: IsoDatetime
     started_at: IsoDatetime | None = Field(description="When a worker first claimed the task.")
     completed_at: IsoDatetime | None
+    run_at: IsoDatetime | None = Field(
+        description="A scheduled task: when it may start (it is not queued before)."
+    )
+    callback: CallbackPublic | None = Field(description="Its completion webhook, if it has one.")
     events_url: str = Field(description="Its live status as Server-Sent Events.")
 
     @staticmethod
@@ -264,6 +370,8 @@ class TaskPublic(BaseModel):
             "updated_at": record.updated_at,
             "started_at": record.started_at,
             "completed_at": record.completed_at,
+            "run_at": record.run_at,
+            "callback": _callback_dict(record.callback),
             "events_url": f"/api/tasks/{record.task_id}/events",
         }
 
@@ -367,20 +475,6 @@ class TaskEventPublic(BaseModel):
                 "updated_at": event.created_at,
             }
         )
-
-
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
-)
-
-
-def _rfc3339(value: object) -> object:
-    if isinstance(value, str) and not _RFC3339.match(value):
-        raise ValueError("must be an RFC 3339 date-time with an offset, as 2026-12-01T10:00:00Z")
-    return value
-
-
-Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 
 class TaskListQuery(BaseModel):

@@ -1,4 +1,5 @@
-"""The outbox dispatcher: publishes the tasks whose message was never confirmed."""
+"""The outbox dispatcher: publishes the tasks whose message was never confirmed, and the
+scheduled tasks once they are due."""
 
 from __future__ import annotations
 
@@ -48,8 +49,9 @@ async def run_dispatcher(
     min_age_seconds: float,
     batch_size: int,
 ) -> NoReturn:
-    """Forever: a pass, then a pause unless the pass filled a whole batch. A failed pass
-    (the database is down, or anything else) is logged and the loop goes on, backing off."""
+    """Forever: a pass, then a pause unless the pass filled a whole batch: the interval, or
+    less when a scheduled task falls due sooner (so it starts on time). A failed pass (the
+    database is down, or anything else) is logged and the loop goes on, backing off."""
 
     async def one_pass() -> float:
         sent = await dispatch_pending(
@@ -60,7 +62,10 @@ async def run_dispatcher(
         )
         if sent:
             logger.info("dispatcher published undispatched tasks", extra={"count": sent})
-        return 0.0 if sent >= batch_size else interval_seconds
+        if sent >= batch_size:
+            return 0.0
+        due_in = await repository.next_due_in()
+        return interval_seconds if due_in is None else min(interval_seconds, due_in)
 
     await run_forever(
         one_pass, name="outbox dispatcher", max_backoff_seconds=max(interval_seconds, 5.0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from common.errors import DependencyUnavailable, TaskNotCancellable, TaskNotFailed, TaskNotFound
@@ -29,13 +30,17 @@ async def submit_task(
     task_type: str = DEFAULT_TYPE,
     payload: dict[str, Any] | None = None,
     timeout_seconds: int | None = None,
+    run_at: datetime | None = None,
+    callback_url: str | None = None,
     idempotency_key: IdempotencyKey | None = None,
 ) -> tuple[TaskRecord, bool]:
-    """Store the task (PENDING, not yet dispatched) and try to publish it at once; with an
-    idempotency key already stored, the task it names instead, and True (a replay).
+    """Store the task (PENDING, not yet dispatched) and try to publish it at once, unless
+    `run_at` is still ahead; with an idempotency key already stored, the task it names
+    instead, and True (a replay).
 
     Once the insert has committed the task is accepted, whatever the broker does: a message
-    that is not confirmed now is sent by the dispatcher later (the transactional outbox).
+    that is not confirmed now is sent by the dispatcher later (the transactional outbox),
+    and a scheduled task's by the dispatcher once it is due.
     """
     task = NewTask(
         task_id=str(uuid.uuid4()),
@@ -45,6 +50,8 @@ async def submit_task(
         type=task_type,
         payload=payload,
         timeout_seconds=timeout_seconds,
+        run_at=run_at,
+        callback_url=callback_url,
     )
     if idempotency_key is None:
         record, replayed = await repository.create(task), False
@@ -53,6 +60,9 @@ async def submit_task(
     if replayed:
         logger.info("task submission replayed", extra={"task_id": record.task_id})
         return record, True
+    if run_at is not None and run_at > datetime.now(UTC):
+        logger.info("task scheduled", extra={"task_id": record.task_id, "run_at": str(run_at)})
+        return record, False
     published = await dispatch(repository=repository, publisher=publisher, record=record)
     # One line for both steps (a log line is a measurable part of a request's cost).
     logger.info("task accepted", extra={"task_id": record.task_id, "published": published})
