@@ -72,6 +72,9 @@ def test_every_default_in_env_example_matches_the_settings() -> None:
     for name in SETTINGS:
         value = Settings.model_fields[name.lower()].default
         expected = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        if expected is None:  # unset by default: an empty value in .env.example
+            assert listed[name] == "", name
+            continue
         parsed = type(expected)(listed[name]) if not isinstance(expected, str) else listed[name]
         assert parsed == expected, name
 
@@ -135,3 +138,17 @@ def test_worker_can_scale_and_data_survives_recreation() -> None:
     assert "rabbitmq_data:/var/lib/rabbitmq" in volumes
     for name in ("mysql_db", "rabbitmq"):
         assert all(str(p).startswith("127.0.0.1:") for p in compose["services"][name]["ports"])
+
+
+def test_the_webhook_sender_runs_from_the_api_image_with_the_apis_webhook_settings() -> None:
+    sender = load_compose()["services"]["webhook_sender"]
+    assert sender["build"]["dockerfile"] == "api-service/Dockerfile"
+    interpreter, script = sender["command"]
+    assert interpreter == "python" and (ROOT / "api-service" / "src" / script).is_file()
+    environment = compose_environment("webhook_sender")
+    assert not set(environment) - SETTINGS - TEST_ONLY
+    Settings.model_validate({n.lower(): v for n, v in environment.items() if n in SETTINGS})
+    # The API refuses callback URLs with the same allow-list the sender connects with.
+    api = compose_environment("api_service")
+    for name in ("WEBHOOK_SECRET", "WEBHOOK_SECRET_PREVIOUS", "WEBHOOK_ALLOWED_HOSTS"):
+        assert api[name] == environment[name], name

@@ -91,10 +91,16 @@ async def _main(settings: Settings) -> None:
 def run() -> None:
     try:
         settings = load_settings()
-        if settings.webhook_secret is None:
-            raise ConfigurationError("WEBHOOK_SECRET must be set (make webhook-secret prints one)")
     except ConfigurationError as exc:
         sys.exit(f"webhook-sender: {exc}")
+    if settings.webhook_secret is None:
+        # Not a failure: webhooks are off, and the API refuses callback URLs meanwhile.
+        print(
+            "webhook-sender: WEBHOOK_SECRET is not set, so webhooks are off; nothing to send"
+            " (make webhook-secret prints one)",
+            file=sys.stderr,
+        )
+        return
     configure_logging(service="webhook-sender", level=settings.log_level, fmt=settings.log_format)
     try:
         uvloop.run(check_schema_at_start(settings))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -214,7 +215,12 @@ def task_routes(backends: Backends, settings: Settings) -> APIRouter:
             callback_url=body.callback_url,
             idempotency_key=stored_key,
         )
-        return _accepted(record, "Task accepted", poll_after=poll_after, replayed=replayed)
+        run_at = record.run_at
+        scheduled = run_at is not None and run_at > datetime.now(UTC)
+        what = (
+            f"Task scheduled for {run_at.isoformat()}" if run_at and scheduled else "Task accepted"
+        )
+        return _accepted(record, what, poll_after=poll_after, replayed=replayed)
 
     @router.get(
         "",

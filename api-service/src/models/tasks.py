@@ -117,11 +117,20 @@ TYPED_TASK_EXAMPLE: dict[str, Any] = {
 }
 
 
+SCHEDULED_TASK_EXAMPLE: dict[str, Any] = {
+    "title": "Weekly report",
+    "description": "Build the report in an hour, and call back when it is done",
+    "delay_seconds": 3600,
+    "callback_url": "https://hooks.example.com/tasks",
+}
+
+
 class TaskCreate(BaseModel):
     """The body of `POST /api/tasks`."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [TASK_EXAMPLE, TYPED_TASK_EXAMPLE]}
+        extra="forbid",
+        json_schema_extra={"examples": [TASK_EXAMPLE, TYPED_TASK_EXAMPLE, SCHEDULED_TASK_EXAMPLE]},
     )
 
     title: Annotated[StrictStr, Field(min_length=1, max_length=255), AfterValidator(_not_blank)]
