@@ -113,7 +113,8 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     next_attempt_at  DATETIME(6)  NOT NULL,
     last_status_code SMALLINT UNSIGNED NULL DEFAULT NULL,
     last_error       VARCHAR(500) NULL DEFAULT NULL,
-    -- The JSON sent: the task as GET shows it, fixed at the first attempt.
+    -- The JSON sent: the task as GET shows it, fixed at the first attempt (and dropped once
+    -- the delivery is over: only a retry needs it).
     body             MEDIUMTEXT   NULL,
     created_at       DATETIME(6)  NOT NULL,
     updated_at       DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),

@@ -144,7 +144,9 @@ def test_the_webhook_sender_runs_from_the_api_image_with_the_apis_webhook_settin
     sender = load_compose()["services"]["webhook_sender"]
     assert sender["build"]["dockerfile"] == "api-service/Dockerfile"
     interpreter, script = sender["command"]
-    assert interpreter == "python" and (ROOT / "api-service" / "src" / script).is_file()
+    in_image = Path(read_dockerfile(ROOT / "api-service" / "Dockerfile").workdir) / script
+    assert interpreter == "python" and in_image.name == "sender.py"
+    assert (ROOT / in_image.relative_to("/app")).is_file()
     environment = compose_environment("webhook_sender")
     assert not set(environment) - SETTINGS - TEST_ONLY
     Settings.model_validate({n.lower(): v for n, v in environment.items() if n in SETTINGS})

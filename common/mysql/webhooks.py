@@ -117,18 +117,21 @@ class MySQLWebhookOutbox:
         error: str | None,
         next_attempt_at: datetime | None = None,
     ) -> None:
-        """An attempt's outcome: delivered, failed, or pending again until `next_attempt_at`."""
+        """An attempt's outcome: delivered, failed, or pending again until `next_attempt_at`.
+        A delivery that is over keeps its outcome but not its body (only a retry needs it)."""
         due = None if next_attempt_at is None else _naive(next_attempt_at)
         async with self._database.cursor() as cursor:
             await cursor.execute(
                 "UPDATE webhook_deliveries SET state = %s, last_status_code = %s,"
-                " last_error = %s, next_attempt_at = COALESCE(%s, next_attempt_at)"
+                " last_error = %s, next_attempt_at = COALESCE(%s, next_attempt_at),"
+                " body = IF(%s = 'pending', body, NULL)"
                 " WHERE id = %s AND state = 'pending'",
                 (
                     state.value,
                     status_code,
                     None if error is None else error[:500],
                     due,
+                    state.value,
                     delivery_id,
                 ),
             )
