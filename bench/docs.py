@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import cpu_bound, listing, store, streams
+from bench import cpu_bound, listing, scheduled, store, streams, webhooks
 from bench.peers import CELERY, DRAMATIQ, PEERS
 from bench.plan import ROOT, Plan
 from bench.results import Check
@@ -107,6 +107,33 @@ measurement sets below), and drops both at the end. Every measurement has a warm
   two cores as the API, the worker, MariaDB and RabbitMQ. Honesty: each stream's events are
   exactly its task's `task_events` rows, each once and in order, and every stream ended after
   COMPLETED.
+- **Scheduled tasks.** {scheduled_rows:,} PENDING tasks scheduled for later (run_at from an
+  hour ahead, 2 s apart) are loaded in bulk (`INSERT ... SELECT` from a generated sequence,
+  then `task_counts` recounted), and a second scratch database of the same schema stays
+  empty. The dispatcher's pass, as the API's dispatcher makes it (its two `FOR UPDATE SKIP
+  LOCKED` SELECTs of `idx_tasks_undispatched`, the outbox marks of what it published, its
+  commit, then the read of the next run_at), is timed {scheduled_passes:,} times on each
+  database by turns, after {warmup_passes} untimed ones: first with nothing due, then with
+  {due} tasks fallen due before each pass (stored through the repository as the API stores
+  them; their publish is recorded in memory, so the figure is the database's share). The
+  baseline is the same pass on the empty database. Then, with the rows still waiting, one
+  worker (delay 0) and the API x1 with its defaults (`DISPATCH_INTERVAL_SECONDS` included):
+  {scheduled_tasks:,} POSTs spread evenly over {spread:g} s, each with a `run_at` {lead:g} s
+  after it is sent; for each task `started_at - run_at` (MariaDB's clock and the API's, both
+  this machine's). Honesty: every due task published once, none started before its run_at,
+  and the rows waiting for later all still PENDING and undispatched.
+- **Webhooks.** {webhook_deliveries:,} COMPLETED tasks, each with its `callback_url` and its
+  delivery due now (the `webhook_deliveries` row its final transition would write), are
+  loaded straight into the tables; then one webhook sender (`python sender.py` in
+  `api-service/src`, as `make webhook-sender` runs it, `WEBHOOK_CONCURRENCY` at its default)
+  sends them to the suite's own HTTP receiver (`testkit/receiver.py`, in the suite's process,
+  on 127.0.0.1), once answering each POST with a 204 at once and once after
+  {webhook_slow_ms:g} ms. The rate counts from the first request's arrival to the last
+  delivery's record (its row's `updated_at`; both this machine's clock), so the sender's
+  start-up is left out. One attempt at a time, the slow receiver would allow
+  {webhook_serial:g} deliveries a second: the ratio is against that. Honesty: every delivery
+  received exactly once, with its own webhook-id and a signature that `standardwebhooks`
+  verifies, and recorded delivered after one attempt.
 - **Memory.** Resident memory (VmRSS) one second after start-up, before any load; for
   uvicorn `--workers 2` and the peers, summed over the process and its children. 1 MB = 10^6 bytes.
 - **Honesty.** After each load: the 2xx answers, the rows in the table and the messages on the
@@ -202,6 +229,16 @@ def write_doc(
         stream_concurrency=plan.stream_concurrency,
         stream_low=plan.stream_delay[0],
         stream_high=plan.stream_delay[1],
+        scheduled_rows=plan.scheduled_rows,
+        scheduled_passes=plan.scheduled_passes,
+        due=scheduled.DUE_PER_PASS,
+        warmup_passes=scheduled.WARMUP_PASSES,
+        scheduled_tasks=plan.scheduled_tasks,
+        spread=plan.scheduled_spread_seconds,
+        lead=scheduled.LEAD_SECONDS,
+        webhook_deliveries=plan.webhook_deliveries,
+        webhook_slow_ms=webhooks.WEBHOOK_SLOW_SECONDS * 1000,
+        webhook_serial=1 / webhooks.WEBHOOK_SLOW_SECONDS,
         **_versions(),
     )
     lines = [

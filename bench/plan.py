@@ -33,6 +33,11 @@ class Plan:
     streams: int  # event streams held open on one API process
     stream_concurrency: int  # WORKER_CONCURRENCY while the streamed tasks run
     stream_delay: tuple[float, float]  # their simulated delay
+    scheduled_rows: int  # tasks waiting for later while the dispatcher's passes are timed
+    scheduled_passes: int
+    scheduled_tasks: int  # due tasks run through the API and a worker (bench.scheduled)
+    scheduled_spread_seconds: float  # their run_ats spread over this
+    webhook_deliveries: int  # due at once, sent by one webhook sender (bench.webhooks)
     check_targets: bool
 
     @property
@@ -65,6 +70,11 @@ FULL = Plan(
     streams=1_000,
     stream_concurrency=100,
     stream_delay=(0.5, 1.5),
+    scheduled_rows=1_000_000,
+    scheduled_passes=1_000,
+    scheduled_tasks=500,
+    scheduled_spread_seconds=5.0,
+    webhook_deliveries=2_000,
     check_targets=True,
 )
 
@@ -89,5 +99,10 @@ SMOKE = Plan(
     streams=50,
     stream_concurrency=10,
     stream_delay=(0.1, 0.3),
+    scheduled_rows=20_000,
+    scheduled_passes=100,
+    scheduled_tasks=100,
+    scheduled_spread_seconds=2.0,
+    webhook_deliveries=200,
     check_targets=False,
 )

@@ -103,6 +103,53 @@ class Streams:
     peak_rss: int
 
 
+@dataclass(frozen=True, slots=True)
+class PassTime:
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """The dispatcher's pass with `rows` tasks waiting for later and on an empty table (with
+    nothing due, and with `due_per_pass` due), and how late due tasks started through the
+    API and a worker."""
+
+    rows: int
+    load_seconds: float
+    passes: int
+    due_per_pass: int
+    idle_empty: PassTime
+    idle_loaded: PassTime
+    due_empty: PassTime
+    due_loaded: PassTime
+    tasks: int
+    stored_late: int  # of them, answered only after their run_at (published at once)
+    spread_seconds: float  # their run_ats spread over this
+    late_p50_ms: float  # started_at - run_at
+    late_p99_ms: float
+    late_max_ms: float
+    interval_seconds: float  # DISPATCH_INTERVAL_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRun:
+    delay_seconds: float  # the receiver's, before each answer
+    rate: float  # deliveries per second, from the first request to the last record
+    peak_rss: int  # the sender's
+
+
+@dataclass(frozen=True, slots=True)
+class Webhooks:
+    """The webhook sender's throughput against a receiver that answers at once and one that
+    answers in `slow.delay_seconds` (bench.webhooks)."""
+
+    deliveries: int
+    concurrency: int  # WEBHOOK_CONCURRENCY
+    instant: WebhookRun
+    slow: WebhookRun
+
+
 @dataclass
 class Results:
     submit: dict[str, Submit] = field(default_factory=dict)
@@ -114,4 +161,6 @@ class Results:
     in_flight: InFlight | None = None
     listing: Listing | None = None
     streams: Streams | None = None
+    scheduled: Scheduled | None = None
+    webhooks: Webhooks | None = None
     checks: list[Check] = field(default_factory=list)

@@ -14,8 +14,10 @@ from bench.peers import PEERS
 from bench.plan import Plan
 from bench.read import clear_rows, load_rows, measure_read
 from bench.results import Check, Results
+from bench.scheduled import measure_scheduled
 from bench.streams import measure_streams
 from bench.submit import measure_submit, targets
+from bench.webhooks import measure_webhooks
 
 logger = logging.getLogger("bench")
 
@@ -71,6 +73,12 @@ async def _work(bench: BenchEnvironment, plan: Plan, results: Results) -> None:
     _record(results, check)
     logger.info("event streams: %s on API x1", f"{plan.streams:,}")
     results.streams, checks = await measure_streams(bench, plan)
+    _record(results, *checks)
+    logger.info("scheduled: dispatcher passes at %s waiting, due tasks", f"{plan.scheduled_rows:,}")
+    results.scheduled, checks = await measure_scheduled(bench, plan)
+    _record(results, *checks)
+    logger.info("webhooks: %s deliveries, one sender", f"{plan.webhook_deliveries:,}")
+    results.webhooks, checks = await measure_webhooks(bench, plan)
     _record(results, *checks)
 
 

@@ -8,12 +8,15 @@ backend is `DatabaseUnavailable` or `BrokerUnavailable`, never a driver's except
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Protocol
 
 from common.messages import TaskMessage
 from common.tasks import (
+    CallbackState,
     Cancellation,
     Claim,
+    DueDelivery,
     IdempotencyKey,
     NewTask,
     TaskEvent,
@@ -109,6 +112,32 @@ class TaskRepository(Protocol):
     async def latest_event(self, task_id: str) -> TaskEvent | None: ...
 
     async def ping(self) -> None: ...
+
+
+class WebhookOutbox(Protocol):
+    """The completion webhooks waiting to be sent (common.mysql.webhooks)."""
+
+    async def take_due(self, *, limit: int, lease_seconds: float) -> list[DueDelivery]:
+        """Up to `limit` due deliveries, each held for `lease_seconds`, its attempt counted."""
+        ...
+
+    async def fix_body(self, delivery_id: int, body: str) -> None:
+        """The JSON every attempt of the delivery sends."""
+        ...
+
+    async def record(
+        self,
+        delivery_id: int,
+        *,
+        state: CallbackState,
+        status_code: int | None,
+        error: str | None,
+        next_attempt_at: datetime | None = None,
+        attempted: bool = True,
+    ) -> None:
+        """An attempt's outcome: delivered, failed, or pending until `next_attempt_at`
+        (`attempted` False: the attempt counted when it was taken was not made)."""
+        ...
 
 
 class TaskPublisher(Protocol):

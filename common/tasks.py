@@ -97,6 +97,19 @@ class Callback:
 
 
 @dataclass(frozen=True, slots=True)
+class DueDelivery:
+    """A completion webhook a sender took: `attempt` is the number of the attempt it makes."""
+
+    delivery_id: int
+    webhook_id: str  # the webhook-id header, the same on every attempt
+    task_id: str
+    url: str
+    status: TaskStatus  # the final status it reports
+    attempt: int
+    body: str | None  # None until the first attempt fixes it
+
+
+@dataclass(frozen=True, slots=True)
 class TaskRecord:
     """One row of the tasks table; datetimes are timezone-aware UTC."""
 

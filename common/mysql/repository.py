@@ -172,6 +172,32 @@ def _insert_statements(tasks: Sequence[NewTask], now: datetime) -> list[Statemen
     ]
 
 
+_SETTLED = "updated_at < UTC_TIMESTAMP(6) - INTERVAL %s MICROSECOND"
+
+
+def _dispatch_select(due: str, order: str) -> str:
+    return (
+        f"SELECT {_COLUMNS} FROM tasks WHERE dispatched_at IS NULL AND {due}"
+        f" AND status = 'PENDING' ORDER BY {order} LIMIT %s FOR UPDATE SKIP LOCKED"
+    )
+
+
+# The dispatcher's two ranges of idx_tasks_undispatched, each taking (min_age in
+# microseconds, limit): the tasks to send at once, then the scheduled tasks that are due.
+DISPATCH_SELECTS = (
+    _dispatch_select(f"run_at IS NULL AND {_SETTLED}", "updated_at"),
+    _dispatch_select(
+        f"run_at <= UTC_TIMESTAMP(6) AND (run_at > updated_at OR {_SETTLED})", "run_at"
+    ),
+)
+
+# And the wait until the next of those scheduled for later (the MIN read off that index).
+NEXT_DUE_SELECT = (
+    "SELECT TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), MIN(run_at)) FROM tasks"
+    " WHERE dispatched_at IS NULL AND run_at > UTC_TIMESTAMP(6)"
+)
+
+
 def _claim_sql(ids: int, condition: str) -> str:
     """The claim of those of `ids` tasks that meet `condition`; its %s take the lease in
     microseconds, the claim's token, the ids, then the condition's own."""
@@ -372,17 +398,9 @@ class MySQLTaskRepository:
             # alone (the API process that wrote it is publishing it), unless it was written
             # before it was due: a scheduled task is published by the dispatcher alone.
             min_age = int(min_age_seconds * 1_000_000)
-            settled = "updated_at < UTC_TIMESTAMP(6) - INTERVAL %s MICROSECOND"
             records: list[TaskRecord] = []
-            for due, order in (
-                (f"run_at IS NULL AND {settled}", "updated_at"),
-                (f"run_at <= UTC_TIMESTAMP(6) AND (run_at > updated_at OR {settled})", "run_at"),
-            ):
-                await transaction.execute(
-                    f"SELECT {_COLUMNS} FROM tasks WHERE dispatched_at IS NULL AND {due}"
-                    f" AND status = 'PENDING' ORDER BY {order} LIMIT %s FOR UPDATE SKIP LOCKED",
-                    (min_age, limit - len(records)),
-                )
+            for select in DISPATCH_SELECTS:
+                await transaction.execute(select, (min_age, limit - len(records)))
                 records += [_record(row) for row in await transaction.fetchall()]
                 if len(records) >= limit:
                     break
@@ -401,10 +419,7 @@ class MySQLTaskRepository:
     async def next_due_in(self) -> float | None:
         """Seconds until the earliest scheduled task that is not due yet (None: there is none)."""
         async with self._database.cursor() as cursor:
-            await cursor.execute(
-                "SELECT TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), MIN(run_at)) FROM tasks"
-                " WHERE dispatched_at IS NULL AND run_at > UTC_TIMESTAMP(6)"
-            )
+            await cursor.execute(NEXT_DUE_SELECT)
             [(micros,)] = await cursor.fetchall()
         return None if micros is None else max(0.0, int(micros) / 1_000_000)
 

@@ -11,13 +11,12 @@ dies gives its deliveries back when the lease runs out), then records each attem
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from common.mysql.connection import Database, Statement
 from common.mysql.events import in_clause
-from common.tasks import Callback, CallbackState, TaskStatus
+from common.tasks import Callback, CallbackState, DueDelivery, TaskStatus
 
 
 def deliveries_statement(task_ids: Sequence[str], *, token: str) -> Statement:
@@ -52,25 +51,12 @@ def callback_of(url: str, row: tuple[Any, ...] | None) -> Callback:
     return Callback(url, CallbackState(state), attempts, status_code, error)
 
 
-@dataclass(frozen=True, slots=True)
-class DueDelivery:
-    """A delivery a sender took: `attempt` is the number of the attempt it now makes."""
-
-    delivery_id: int
-    webhook_id: str
-    task_id: str
-    url: str
-    status: TaskStatus
-    attempt: int
-    body: str | None  # None until the first attempt fixes it
-
-
 def _naive(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
 class MySQLWebhookOutbox:
-    """The webhook sender's statements on webhook_deliveries."""
+    """The WebhookOutbox port: the webhook sender's statements on webhook_deliveries."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -116,13 +102,16 @@ class MySQLWebhookOutbox:
         status_code: int | None,
         error: str | None,
         next_attempt_at: datetime | None = None,
+        attempted: bool = True,
     ) -> None:
-        """An attempt's outcome: delivered, failed, or pending again until `next_attempt_at`.
-        A delivery that is over keeps its outcome but not its body (only a retry needs it)."""
+        """An attempt's outcome: delivered, failed, or pending again until `next_attempt_at`
+        (`attempted` False: no attempt was made after all, so it is not counted). A delivery
+        that is over keeps its outcome but not its body (only a retry needs it)."""
         due = None if next_attempt_at is None else _naive(next_attempt_at)
+        uncount = "" if attempted else " attempts = attempts - 1,"
         async with self._database.cursor() as cursor:
             await cursor.execute(
-                "UPDATE webhook_deliveries SET state = %s, last_status_code = %s,"
+                f"UPDATE webhook_deliveries SET{uncount} state = %s, last_status_code = %s,"
                 " last_error = %s, next_attempt_at = COALESCE(%s, next_attempt_at),"
                 " body = IF(%s = 'pending', body, NULL)"
                 " WHERE id = %s AND state = 'pending'",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from common.errors import DependencyUnavailable, TaskNotCancellable, TaskNotFailed, TaskNotFound
@@ -60,7 +60,10 @@ async def submit_task(
     if replayed:
         logger.info("task submission replayed", extra={"task_id": record.task_id})
         return record, True
-    if run_at is not None and run_at > datetime.now(UTC):
+    # Against the row's own time, as the dispatcher judges it: a run_at after updated_at is
+    # the dispatcher's alone to publish, even when it has passed by now (publishing here too
+    # could send it twice).
+    if run_at is not None and run_at > record.updated_at:
         logger.info("task scheduled", extra={"task_id": record.task_id, "run_at": str(run_at)})
         return record, False
     published = await dispatch(repository=repository, publisher=publisher, record=record)

@@ -3,7 +3,7 @@
 This is the boundary of the receivers: whatever a receiver does (refuse, reset, hang,
 answer slowly, answer with a redirect or a huge body), `HttpPoster.post` returns an Attempt
 and never raises. Connections go only to addresses the SSRF guard allowed at that moment
-(`GuardedBackend`, under httpcore's pool, which keeps TLS verification and SNI on the URL's
+(`GuardedBackend`, under httpcore's pools, which keep TLS verification and SNI on the URL's
 host name). No redirect is followed; the answer is read up to MAX_RESPONSE_BYTES.
 """
 
@@ -24,6 +24,10 @@ from httpcore import AnyIOBackend, AsyncNetworkStream
 from services.webhooks.targets import Target, TargetRefused, checked_addresses, parse_target
 
 MAX_RESPONSE_BYTES = 64 * 1024
+# httpcore's pool scans every connection it holds at each request and each release
+# (quadratic in them, encode/httpcore#1035): one pool of 64 cost the sender three times the
+# rest of an attempt. So pools of at most this many, each attempt on the least busy one.
+POOL_CONNECTIONS = 8
 
 
 class Verdict(enum.Enum):
@@ -105,19 +109,27 @@ def verdict_of(status: int, headers: Mapping[str, str], now: datetime) -> Attemp
 
 
 class HttpPoster:
-    """POSTs webhooks through one connection pool (keep-alive per receiver)."""
+    """POSTs webhooks through a few connection pools (keep-alive per receiver), that hold
+    `max_connections` at most together."""
 
     def __init__(
         self, *, allowed_hosts: Collection[str], timeout_seconds: float, max_connections: int
     ) -> None:
         self._allowed_hosts = allowed_hosts
         self._timeout = timeout_seconds
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl.create_default_context(),
-            max_connections=max_connections,
-            keepalive_expiry=30.0,
-            network_backend=GuardedBackend(allowed_hosts),
-        )
+        context = ssl.create_default_context()
+        backend = GuardedBackend(allowed_hosts)
+        full, rest = divmod(max_connections, POOL_CONNECTIONS)
+        # Each pool, and the attempts it carries now.
+        self._pools = {
+            httpcore.AsyncConnectionPool(
+                ssl_context=context,
+                max_connections=size,
+                keepalive_expiry=30.0,
+                network_backend=backend,
+            ): 0
+            for size in [POOL_CONNECTIONS] * full + ([rest] if rest else [])
+        }
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> Attempt:
         """One attempt, within the timeout, whatever happens; never raises (but a cancel)."""
@@ -135,8 +147,22 @@ class HttpPoster:
             return Attempt(Verdict.RETRY, error=f"the attempt failed: {_summary(exc)}")
 
     async def _post(self, url: str, headers: Mapping[str, str], body: bytes) -> Attempt:
+        pool = min(self._pools, key=self._pools.__getitem__)
+        self._pools[pool] += 1
+        try:
+            return await self._post_on(pool, url, headers, body)
+        finally:
+            self._pools[pool] -= 1
+
+    async def _post_on(
+        self,
+        pool: httpcore.AsyncConnectionPool,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> Attempt:
         timeouts = dict.fromkeys(("connect", "read", "write", "pool"), self._timeout)
-        async with self._pool.stream(
+        async with pool.stream(
             "POST",
             url,
             headers=[*headers.items(), ("content-length", str(len(body)))],
@@ -154,7 +180,8 @@ class HttpPoster:
             return verdict_of(response.status, answer, datetime.now(UTC))
 
     async def close(self) -> None:
-        await self._pool.aclose()
+        for pool in self._pools:
+            await pool.aclose()
 
 
 def _summary(exc: BaseException) -> str:

@@ -18,10 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import NoReturn, Protocol
 
 from common.errors import DependencyUnavailable
-from common.mysql.webhooks import DueDelivery, MySQLWebhookOutbox
-from common.ports import TaskRepository
+from common.ports import TaskRepository, WebhookOutbox
 from common.supervision import backoff_seconds
-from common.tasks import CallbackState
+from common.tasks import CallbackState, DueDelivery
 from models.tasks import TaskPublic
 from services.webhooks.delivery import Attempt, Verdict
 from services.webhooks.signing import Signer
@@ -56,7 +55,7 @@ class WebhookSender:
     def __init__(
         self,
         *,
-        outbox: MySQLWebhookOutbox,
+        outbox: WebhookOutbox,
         tasks: TaskRepository,
         poster: Poster,
         signer: Signer,
@@ -143,6 +142,7 @@ class WebhookSender:
                 status_code=None,
                 error=f"no answer recorded for attempt {self._policy.max_attempts}"
                 " (WEBHOOK_MAX_ATTEMPTS)",
+                attempted=False,
             )
             return
         body = delivery.body or await self._fix_body(delivery)

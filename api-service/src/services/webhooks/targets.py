@@ -60,10 +60,27 @@ def parse_target(url: str) -> Target:
     return Target(parts.scheme, parts.hostname.lower(), port or default)
 
 
+# IPv6 ranges that carry an IPv4 address in their last 32 bits, and reach it: NAT64's
+# well-known prefix, and the deprecated IPv4-compatible addresses.
+_WRAPPING_IPV4 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::/96"))
+
+
+def _unwrapped(address: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 one stands for (mapped, 6to4, NAT64, compatible), if any."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return address
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in network for network in _WRAPPING_IPV4) and int(address) > 1:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address
+
+
 def address_problem(address: IPAddress, host: str, allowed_hosts: Collection[str]) -> str | None:
     """Why a webhook to `host` may not go to `address`, if it may not."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    address = _unwrapped(address)
     if address.is_link_local or address in _METADATA:
         return f"resolves to {address}, a link-local or metadata address"
     if host in allowed_hosts:
