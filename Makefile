@@ -10,6 +10,11 @@ export PYTHONPATH := $(CURDIR)
 # The commands that run a service read .env (see .env.example) when there is one; its values
 # win over the shell's. The tests never read it: they make their own database and vhost.
 LOAD_ENV := set -a; [ ! -f $(CURDIR)/.env ] || . $(CURDIR)/.env; set +a;
+# Every worker on one host needs a health port of its own (WORKER_HEALTH_PORT, 0: a free one):
+# one given to make wins over .env's, as in `make worker WORKER_HEALTH_PORT=8002`.
+HEALTH_PORT_GIVEN = $(if $(filter command line,$(origin WORKER_HEALTH_PORT)),export WORKER_HEALTH_PORT=$(WORKER_HEALTH_PORT);)
+# `make run WORKERS=3`: workers on WORKER_HEALTH_PORT (8001 unless .env says) and the ports after it.
+WORKERS ?= 1
 
 .PHONY: help install lock api worker webhook-sender webhook-secret run redrive chaos chaos-short openapi migrate db smoke test test-unit test-integration lint format clean bench bench-smoke
 
@@ -58,8 +63,8 @@ lock: install ## Regenerate the lock files from the *.in files
 api: install ## Run the API in the foreground (configured by environment variables)
 	$(LOAD_ENV) cd api-service/src && exec $(PY) main.py
 
-worker: install ## Run the worker in the foreground
-	$(LOAD_ENV) cd worker-service/src && exec $(PY) main.py
+worker: install ## Run the worker in the foreground (WORKER_HEALTH_PORT=N: its health port)
+	$(LOAD_ENV) $(HEALTH_PORT_GIVEN) cd worker-service/src && exec $(PY) main.py
 
 webhook-sender: install ## Run the webhook sender in the foreground (needs WEBHOOK_SECRET)
 	$(LOAD_ENV) cd api-service/src && exec $(PY) sender.py
@@ -67,8 +72,10 @@ webhook-sender: install ## Run the webhook sender in the foreground (needs WEBHO
 webhook-secret: install ## Print a new WEBHOOK_SECRET (whsec_ and 32 random bytes in base64)
 	@$(PY) -c 'import base64, secrets; print("WEBHOOK_SECRET=whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())'
 
-run: install ## Run the API, the worker and (with WEBHOOK_SECRET set) the webhook sender; Ctrl-C stops them
-	@trap 'kill 0' INT TERM; $(LOAD_ENV) $(MAKE) --no-print-directory api & $(MAKE) --no-print-directory worker & \
+run: install ## Run the API, WORKERS workers (1) and (with WEBHOOK_SECRET set) the webhook sender; Ctrl-C stops them
+	@trap 'kill 0' INT TERM; $(LOAD_ENV) $(HEALTH_PORT_GIVEN) $(MAKE) --no-print-directory api & \
+		port=$${WORKER_HEALTH_PORT:-8001}; for n in $$(seq 0 $$(( $(WORKERS) - 1 ))); do \
+			$(MAKE) --no-print-directory worker WORKER_HEALTH_PORT=$$(( port ? port + n : 0 )) & done; \
 		if [ -n "$$WEBHOOK_SECRET" ]; then $(MAKE) --no-print-directory webhook-sender & \
 		else echo "run: WEBHOOK_SECRET is not set: no webhook sender (make webhook-secret)"; fi; wait
 
@@ -104,7 +111,12 @@ test-unit: install ## Only the tests that need no services
 	cd worker-service && $(PY) -m pytest -m unit
 	$(PY) -m pytest -m unit
 
-lint: install ## ruff (lint and format check) and mypy (strict)
+# The monitoring profile's Prometheus files, checked by Prometheus's own tool (Debian: apt-get
+# install prometheus; .ci/run installs it).
+PROMTOOL ?= promtool
+PROMETHEUS_DIR := monitoring/prometheus
+
+lint: install ## ruff, mypy (strict), the Compose file's schema, hadolint, the monitoring profile (promtool, dashboard)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	cd api-service && MYPYPATH=src:.. $(PY) -m mypy --config-file ../pyproject.toml src tests
@@ -112,6 +124,11 @@ lint: install ## ruff (lint and format check) and mypy (strict)
 	$(PY) -m mypy common testkit tests chaos bench db/migrations --exclude 'testkit/handlers\.py'  # checked with the worker's tests, which import it
 	$(PY) -m check_jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(VENV)/bin/hadolint api-service/Dockerfile worker-service/Dockerfile
+	@command -v $(PROMTOOL) >/dev/null || { echo "lint: $(PROMTOOL) not found: apt-get install prometheus (or PROMTOOL=/path/to/promtool)" >&2; exit 1; }
+	$(PROMTOOL) check config $(PROMETHEUS_DIR)/prometheus.yml
+	$(PROMTOOL) check rules $(PROMETHEUS_DIR)/alerts.yml
+	$(PROMTOOL) test rules $(PROMETHEUS_DIR)/alerts_test.yml
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_monitoring_config.py  # the dashboard and provisioning
 
 format: install ## Apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix .

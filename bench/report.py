@@ -10,6 +10,7 @@ from bench.listing import PAGE_SIZE, PAGES
 from bench.peers import CELERY, PEERS
 from bench.plan import Plan
 from bench.results import Load, PassTime, Results, Scheduled, Submit, Webhooks
+from bench.submit import METRICS_OFF
 
 MB = 1_000_000
 
@@ -103,6 +104,7 @@ def _submit_rows(plan: Plan, results: Results) -> list[Row]:
                 passed=api.paced.p99_ms <= 10 and _kept_up(plan, api),
             ),
         ]
+    rows += _metrics_cost_rows(plan, s)
     baselines = [("hello", "hello-world"), *((peer.key, f"{peer.label} peer") for peer in PEERS)]
     for key, label in baselines:
         base = s[key]
@@ -111,6 +113,35 @@ def _submit_rows(plan: Plan, results: Results) -> list[Row]:
             Row(f"Submit, {rate}: {label}", _paced_value(plan, base)),
         ]
     return rows
+
+
+# The metrics (METRICS_ENABLED) may cost at most this share of the API's submit throughput.
+METRICS_COST_TARGET = 0.10
+
+
+def _metrics_cost_rows(plan: Plan, s: dict[str, Submit]) -> list[Row]:
+    """API x1 with its metrics on (as always above) against the same with them off."""
+    off = s.get(METRICS_OFF)
+    if off is None:  # results stored before the metrics were measured
+        return []
+    on = s["api1"]
+    cost = 1 - _share(on.closed.rate, off.closed.rate)
+    conn, rate = f"{plan.connections} conn", f"{plan.fixed_rate} req/s"
+    return [
+        Row(
+            f"Submit, {conn}: throughput with metrics, API x1",
+            _rate(on.closed.rate),
+            f"metrics off {_rate(off.closed.rate)}",
+            f"{cost:+.1%} cost",
+            f"cost < {METRICS_COST_TARGET:.0%}",
+            cost < METRICS_COST_TARGET,
+        ),
+        Row(
+            f"Submit, {rate}: latency with metrics, API x1",
+            _latency(on.paced),
+            f"metrics off {_latency(off.paced)}",
+        ),
+    ]
 
 
 def _versus(row: Row, ratio: float, target: tuple[float, str] | None) -> Row:

@@ -47,10 +47,13 @@ def _python_path(*extra: str) -> str:
 
 
 @asynccontextmanager
-async def api(bench: BenchEnvironment, *, processes: int) -> AsyncIterator[Service]:
-    """`python main.py`, exactly as `make api` runs it, with API_WORKERS=`processes`."""
+async def api(
+    bench: BenchEnvironment, *, processes: int, **overrides: object
+) -> AsyncIterator[Service]:
+    """`python main.py`, exactly as `make api` runs it, with API_WORKERS=`processes` (and
+    `overrides`: other settings)."""
     port = free_port()
-    env = bench.service_env(api_port=port, api_workers=processes)
+    env = bench.service_env(api_port=port, api_workers=processes, **overrides)
     env["PYTHONPATH"] = _python_path()
     async with launch(
         f"api x{processes}",
@@ -67,8 +70,8 @@ async def api(bench: BenchEnvironment, *, processes: int) -> AsyncIterator[Servi
 @asynccontextmanager
 async def worker(bench: BenchEnvironment, **overrides: object) -> AsyncIterator[Service]:
     """`python main.py` in worker-service/src, as `make worker` runs it, with `overrides`."""
-    heartbeat = bench.workdir / "worker-heartbeat"
-    env = bench.service_env(worker_heartbeat_file=str(heartbeat), **overrides)
+    # A free health port: the machine is shared, and a bench may run several workers.
+    env = bench.service_env(**{"worker_health_port": 0, **overrides})
     env["PYTHONPATH"] = _python_path()
     async with launch(
         "worker",

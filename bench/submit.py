@@ -25,6 +25,8 @@ BODY = (
     b' "metadata": {"album_id": 42, "sizes": [128, 512]}}'
 )
 
+METRICS_OFF = "api1_metrics_off"
+
 Starter = Callable[[BenchEnvironment], AbstractAsyncContextManager[Service]]
 
 
@@ -41,6 +43,13 @@ def targets(bench: BenchEnvironment) -> list[Target]:
         Target("hello", "hello-world", services.hello, None),
         Target("api1", "API x1", lambda b: services.api(b, processes=1), bench.queues.task_queue),
         Target("api2", "API x2", lambda b: services.api(b, processes=2), bench.queues.task_queue),
+        # What the metrics cost: the same API with METRICS_ENABLED=false.
+        Target(
+            METRICS_OFF,
+            "API x1, metrics off",
+            lambda b: services.api(b, processes=1, metrics_enabled=False),
+            bench.queues.task_queue,
+        ),
         *(
             Target(peer.key, f"{peer.label} peer", partial(peer_api, peer=peer), peer.queue)
             for peer in PEERS

@@ -268,14 +268,9 @@ async def _stack(plan: ChaosPlan, logs: Path) -> AsyncIterator[Run]:
             )
             env = service_environment(proxied)
             api = Service("api", "api-service", env, logs)
+            # Each worker on a free health port of its own (the scratch settings' default).
             workers = [
-                Service(
-                    name,
-                    "worker-service",
-                    {**env, "WORKER_HEARTBEAT_FILE": str(logs / f"{name}.hb")},
-                    logs,
-                )
-                for name in ("worker-a", "worker-b")
+                Service(name, "worker-service", env, logs) for name in ("worker-a", "worker-b")
             ]
             for service in (api, *workers):
                 service.start()

@@ -9,16 +9,25 @@ longer than that for its result, however long the batch ahead of its own takes: 
 be written by the time its oldest item has waited `timeout` (one timer a batch, not one a
 caller), and its callers get `expired()` otherwise. An item given up on before its batch was
 taken is never written.
+
+The writer is a task of its own context, not of the caller's that started it: it serves every
+caller, so neither its log records nor its spans are that caller's. With tracing on, a
+batch's write is a child of its first caller's span (common.tracing.parent).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
+from common import tracing
 from common.errors import DependencyUnavailable
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +64,10 @@ class Batcher(Generic[Item, Result]):
     async def submit(self, item: Item) -> Result:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
-        self._pending.append((item, future, loop.time()))
+        self._pending.append((item, future, loop.time(), tracing.parent()))
         if not self._writing:
             self._writing = True
-            task = loop.create_task(self._drain())
+            task = loop.create_task(self._drain(), context=contextvars.Context())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         try:
@@ -68,7 +77,7 @@ class Batcher(Generic[Item, Result]):
             raise
 
     def _forget(self, future: asyncio.Future[Result]) -> None:
-        for index, (_, waiting, _) in enumerate(self._pending):
+        for index, (_, waiting, _, _) in enumerate(self._pending):
             if waiting is future:
                 del self._pending[index]
                 return
@@ -80,7 +89,11 @@ class Batcher(Generic[Item, Result]):
                 del self._pending[: self._max_batch]
                 batch = self._without_expired(batch)
                 if batch:
-                    await self._write_batch(batch)
+                    parent = tracing.attach(batch[0][3])
+                    try:
+                        await self._write_batch(batch)
+                    finally:
+                        tracing.detach(parent)
         finally:
             self._writing = False
 
@@ -92,14 +105,14 @@ class Batcher(Generic[Item, Result]):
         cutoff = asyncio.get_running_loop().time() - self._timeout
         if batch[0][2] > cutoff:  # the oldest is still in time, so are all the others
             return batch
-        for _, future, queued_at in batch:
+        for _, future, queued_at, _ in batch:
             if queued_at <= cutoff and not future.done():
                 future.set_exception(self._expired())
         return [entry for entry in batch if entry[2] > cutoff]
 
     async def _write_batch(self, batch: list[_Entry[Item, Result]]) -> None:
         try:
-            results = await self._written([item for item, _, _ in batch], queued_at=batch[0][2])
+            results = await self._written([entry[0] for entry in batch], queued_at=batch[0][2])
             if len(results) != len(batch):
                 raise RuntimeError(f"a write of {len(batch)} items gave {len(results)} results")
         except BaseException as exc:
@@ -115,7 +128,7 @@ class Batcher(Generic[Item, Result]):
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, future, _), result in zip(batch, results, strict=True):
+        for (_, future, _, _), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
 
@@ -130,13 +143,14 @@ class Batcher(Generic[Item, Result]):
             raise self._expired() from None
 
 
-# An item, the future its caller waits on, and when it was submitted (the loop's clock).
-_Entry = tuple[Item, "asyncio.Future[Result]", float]
+# An item, the future its caller waits on, when it was submitted (the loop's clock) and the
+# caller's trace context (None with tracing off).
+_Entry = tuple[Item, "asyncio.Future[Result]", float, "Context | None"]
 
 
 def _fail_all(batch: Sequence[_Entry[object, Result]], exc: BaseException) -> None:
     """Every caller in the batch gets the error (or is cancelled with the writer)."""
-    for _, future, _ in batch:
+    for _, future, _, _ in batch:
         if future.done():
             continue
         if isinstance(exc, asyncio.CancelledError):
@@ -171,7 +185,9 @@ class BackgroundBatcher(Generic[Item]):
         self._pending.append(item)
         if not self._writing:
             self._writing = True
-            task = asyncio.get_running_loop().create_task(self._drain())
+            task = asyncio.get_running_loop().create_task(
+                self._drain(), context=contextvars.Context()
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

@@ -1,15 +1,20 @@
 """Logging set up once per entry point: JSON lines for machines, text for people.
 
 Log calls pass context through `extra`, for example
-`logger.info("task accepted", extra={"task_id": task_id})`; the message is the event.
+`logger.info("task accepted", extra={"task_id": task_id})`; the message is the event. What a
+whole request or a task's processing shares (request_id, trace_id, task_id) is bound once
+instead (`bind`), and every record logged within it carries it.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
-from typing import Any
+from types import MappingProxyType
+from typing import Any, cast
 
 import orjson
 
@@ -21,8 +26,33 @@ _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {
 }
 
 
+# The fields bound in this context: a request's, a delivery's (contextvars, so each asyncio
+# task has its own, and a task started within inherits them). Read when a record is formatted,
+# which the handler does in the logging call.
+_bound: ContextVar[Mapping[str, str]] = ContextVar("log_context", default=MappingProxyType({}))
+
+Bound = Token[Mapping[str, str]]
+
+
+def bind(**fields: str | None) -> Bound:
+    """From now on in this context, every record carries `fields` (those not None) besides
+    its own `extra`, which wins; `unbind` with the token undoes it, and any bind since."""
+    if None in fields.values():
+        present = {name: value for name, value in fields.items() if value is not None}
+    else:
+        present = cast("dict[str, str]", fields)
+    current = _bound.get()
+    return _bound.set({**current, **present} if current else present)
+
+
+def unbind(token: Bound) -> None:
+    _bound.reset(token)
+
+
 def _context(record: logging.LogRecord) -> dict[str, Any]:
-    return {key: value for key, value in vars(record).items() if key not in _STANDARD_ATTRS}
+    own = {key: value for key, value in vars(record).items() if key not in _STANDARD_ATTRS}
+    bound = _bound.get()
+    return {**bound, **own} if bound else own
 
 
 def _timestamp(record: logging.LogRecord) -> str:

@@ -25,6 +25,9 @@ class TaskMessage:
     type: str = DEFAULT_TYPE
     payload: dict[str, Any] | None = None
     timeout_seconds: int | None = None
+    # When it became due (epoch seconds): the worker's queue wait is measured from here.
+    # None in messages from before it (their wait is not measured).
+    due_at: float | None = None
 
     @classmethod
     def from_record(cls, record: TaskRecord) -> TaskMessage:
@@ -36,20 +39,29 @@ class TaskMessage:
             record.type,
             record.payload,
             record.timeout_seconds,
+            _due_at(record),
         )
 
     def encode(self) -> bytes:
-        return orjson.dumps(
-            {
-                "task_id": self.task_id,
-                "title": self.title,
-                "description": self.description,
-                "metadata": self.metadata,
-                "type": self.type,
-                "payload": self.payload,
-                "timeout_seconds": self.timeout_seconds,
-            }
-        )
+        fields: dict[str, object] = {
+            "task_id": self.task_id,
+            "title": self.title,
+            "description": self.description,
+            "metadata": self.metadata,
+            "type": self.type,
+            "payload": self.payload,
+            "timeout_seconds": self.timeout_seconds,
+        }
+        if self.due_at is not None:
+            fields["due_at"] = self.due_at
+        return orjson.dumps(fields)
+
+
+def _due_at(record: TaskRecord) -> float:
+    """A scheduled task is due at its run_at; any other since it was stored or re-driven (its
+    updated_at while PENDING: the creation time, or the re-drive's)."""
+    due = record.updated_at if record.run_at is None else max(record.run_at, record.updated_at)
+    return due.timestamp()
 
 
 def is_task_id(value: object) -> bool:
@@ -91,4 +103,12 @@ def decode_task_message(body: bytes) -> TaskMessage:
         type=task_type,
         payload=task_payload,
         timeout_seconds=timeout,
+        due_at=_number(payload.get("due_at")),
     )
+
+
+def _number(value: object) -> float | None:
+    # Only for a metric: a value that is not a plain number is left out, never refused.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None

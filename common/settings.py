@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urlsplit
@@ -86,6 +87,8 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_workers: int = Field(default=1, ge=1, le=64)
     api_shutdown_grace_seconds: int = Field(default=20, ge=1)
+    # Prometheus metrics: the API's /metrics and the worker's (on its health port).
+    metrics_enabled: bool = True
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     retry_after_seconds: int = Field(default=5, ge=1)
     dispatch_interval_seconds: float = Field(default=1.0, gt=0)
@@ -106,8 +109,10 @@ class Settings(BaseSettings):
     task_lease_seconds: float = Field(default=60.0, gt=0)
     requeue_pause_seconds: float = Field(default=1.0, ge=0)
     worker_shutdown_grace_seconds: float = Field(default=30.0, ge=0)
-    # Touched every 5 s while the worker is connected and consuming (container liveness).
-    worker_heartbeat_file: str = "/tmp/worker-heartbeat"
+    # The worker's own HTTP port: GET /health/live and /health/ready. Every worker on one host
+    # needs a port of its own (0: any free one, logged at start); the image listens on 0.0.0.0.
+    worker_health_host: str = Field(default="127.0.0.1", min_length=1)
+    worker_health_port: int = Field(default=8001, ge=0, le=65535)
     max_attempts: int = Field(default=5, ge=1, le=100)
     retry_backoff_base_seconds: float = Field(default=1.0, gt=0)
     retry_backoff_factor: float = Field(default=4.0, ge=1)
@@ -142,12 +147,26 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "text"] = "text"
 
+    # Traces (common.tracing), the OpenTelemetry SDK's own variables: spans are exported over
+    # OTLP/HTTP to this base URL when it is set (the SDK reads it, and its other OTEL_*
+    # variables, itself); empty, none are made. OTEL_SERVICE_NAME names the service in them
+    # (empty: task-api or task-worker).
+    otel_exporter_otlp_endpoint: str = ""
+    otel_service_name: str = ""
+
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _normalise_case(cls, value: object) -> object:
         if not isinstance(value, str):
             return value
         return value.lower() if value.lower() in ("json", "text") else value.upper()
+
+    @field_validator("otel_exporter_otlp_endpoint")
+    @classmethod
+    def _check_otlp_endpoint(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError("must be an http:// or https:// URL, such as http://collector:4318")
+        return value
 
     @field_validator("database_url")
     @classmethod

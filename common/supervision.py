@@ -1,7 +1,7 @@
 """Long-lived loops that outlive any failure of one pass.
 
-The broker link, the outbox dispatcher and the worker's heartbeat each run one pass after
-another through `run_forever`. A pass that raises ends only that pass: an expected failure (a
+The broker link, the outbox dispatcher and the purge of expired idempotency keys each run one
+pass after another through `run_forever`. A pass that raises ends only that pass: an expected failure (a
 backend is unavailable) is logged as a warning, anything else at error with its traceback,
 and the next pass starts a backoff after the failed one started, the backoff growing with each
 failure in a row (so a pass that failed by waiting out a timeout is tried again at once).

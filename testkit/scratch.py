@@ -88,7 +88,10 @@ async def scratch_database(script: str | None = None) -> AsyncIterator[DatabaseA
 
 @asynccontextmanager
 async def scratch_environment(**overrides: object) -> AsyncIterator[Settings]:
-    """Settings pointing at a new database (loaded from db/init.sql) and a new vhost."""
+    """Settings pointing at a new database (loaded from db/init.sql) and a new vhost. Each
+    worker started with them gets a free health port of its own (WORKER_HEALTH_PORT=0): the
+    machine is shared, and a run may start several."""
+    overrides = {"worker_health_port": 0, **overrides}
     base = load_settings()
     name = scratch_name()
     address = replace(base.database, database=name)

@@ -120,15 +120,16 @@ async def test_a_deadlock_victim_is_run_again(scripted: list[ScriptedPool]) -> N
 
     assert await repository.fail("t", "boom") is True
     # The whole transaction again, in one round trip: the transition, its count, its event,
-    # the commit.
+    # its webhook delivery (if it has a callback_url), the commit.
     assert len(connection.statements) == 3
-    assert [part.split()[:2] for part in connection.statements[-1].split("; ")] == [
-        ["SET", "TRANSACTION"],  # READ COMMITTED
+    assert [part.split()[:3] for part in connection.statements[-1].split("; ")] == [
+        ["SET", "TRANSACTION", "ISOLATION"],  # READ COMMITTED
         ["BEGIN"],
-        ["UPDATE", "tasks"],
-        ["SET", "@moved"],
-        ["UPDATE", "task_counts"],
-        ["INSERT", "INTO"],
+        ["UPDATE", "tasks", "SET"],
+        ["SET", "@moved", "="],
+        ["UPDATE", "task_counts", "SET"],
+        ["INSERT", "INTO", "task_events"],
+        ["INSERT", "INTO", "webhook_deliveries"],
         ["COMMIT"],
     ]
 

@@ -89,22 +89,36 @@ def test_dockerfile_cmd_runs_a_file_that_exists(service: str, directory: str) ->
     assert (ROOT / in_image.relative_to("/app")).is_file()
 
 
-def test_api_healthcheck_asks_a_route_the_api_serves() -> None:
-    healthcheck = read_dockerfile(ROOT / "api-service" / "Dockerfile").healthcheck
-    code = healthcheck[-1]
+def healthcheck_request(service: str) -> tuple[str, str, str]:
+    """The image's HEALTHCHECK, a python one-liner: the variable naming its port, that
+    variable's default there, and the path it asks."""
+    code = read_dockerfile(ROOT / APP_SERVICES[service] / "Dockerfile").healthcheck[-1]
     compile(code, "healthcheck", "exec")
-    [path] = re.findall(r"(/[a-z]+)'", code)
+    [(variable, default)] = re.findall(r"os\.environ\.get\('([A-Z_]+)', '(\d+)'\)", code)
+    [path] = re.findall(r"'(/[a-z/]+)'", code)
+    return variable, default, path
+
+
+def test_api_healthcheck_asks_its_live_route_on_the_api_port() -> None:
+    variable, default, path = healthcheck_request("api_service")
+    assert (variable, default) == ("API_PORT", str(Settings.model_fields["api_port"].default))
+    # Liveness: an API whose database or broker is away still answers, and recovers by itself.
+    assert path == "/health/live"
     openapi = json.loads((ROOT / "docs" / "openapi.json").read_text())
     assert path in openapi["paths"]
 
 
-def test_worker_healthcheck_reads_the_heartbeat_the_worker_writes() -> None:
-    dockerfile = read_dockerfile(ROOT / "worker-service" / "Dockerfile")
-    code = dockerfile.healthcheck[-1]
-    compile(code, "healthcheck", "exec")
-    assert "WORKER_HEARTBEAT_FILE" in code
-    assert "WORKER_HEARTBEAT_FILE" in SETTINGS
-    assert dockerfile.env["WORKER_HEARTBEAT_FILE"].startswith("/tmp/")
+def test_worker_healthcheck_asks_its_ready_route_on_the_health_port() -> None:
+    variable, default, path = healthcheck_request("worker_service")
+    assert variable == "WORKER_HEALTH_PORT" in SETTINGS
+    assert default == str(Settings.model_fields["worker_health_port"].default)
+    assert path == "/health/ready"
+    assert f'"{path}"' in (ROOT / "worker-service" / "src" / "api" / "health.py").read_text()
+    # Reachable from outside the container, on a port the HEALTHCHECK can know (not 0).
+    assert read_dockerfile(ROOT / "worker-service" / "Dockerfile").env["WORKER_HEALTH_HOST"] == (
+        "0.0.0.0"
+    )
+    assert int(compose_environment("worker_service")[variable]) > 0
 
 
 @pytest.mark.parametrize("service", ["mysql_db", "rabbitmq"])
@@ -145,7 +159,8 @@ def test_the_webhook_sender_runs_from_the_api_image_with_the_apis_webhook_settin
     assert sender["build"]["dockerfile"] == "api-service/Dockerfile"
     interpreter, script = sender["command"]
     in_image = Path(read_dockerfile(ROOT / "api-service" / "Dockerfile").workdir) / script
-    assert interpreter == "python" and in_image.name == "sender.py"
+    assert interpreter == "python"
+    assert in_image.name == "sender.py"
     assert (ROOT / in_image.relative_to("/app")).is_file()
     environment = compose_environment("webhook_sender")
     assert not set(environment) - SETTINGS - TEST_ONLY

@@ -153,7 +153,13 @@ async def rows_0001(address: DatabaseAddress) -> list[tuple[Any, ...]]:
 def test_the_code_needs_the_newest_migration() -> None:
     script = ScriptDirectory.from_config(Config(str(ALEMBIC_INI)))
     assert script.get_heads() == [SCHEMA_REVISION]  # one head: the history is a line
-    assert [rev.revision for rev in script.walk_revisions()] == ["0005", "0004", "0003", "0002", "0001"]
+    assert [rev.revision for rev in script.walk_revisions()] == [
+        "0005",
+        "0004",
+        "0003",
+        "0002",
+        "0001",
+    ]
 
 
 @pytest.mark.unit

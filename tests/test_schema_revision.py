@@ -27,10 +27,13 @@ from testkit.sql import query
 
 pytestmark = pytest.mark.integration
 
-OUTDATED = "the database schema is at revision 0001, this version needs 0004: run make migrate"
-UNMIGRATED = (
-    "the database schema has no revision (no alembic_version row), this version needs 0004:"
+OUTDATED = (
+    f"the database schema is at revision 0001, this version needs {SCHEMA_REVISION}:"
     " run make migrate"
+)
+UNMIGRATED = (
+    "the database schema has no revision (no alembic_version row), this version needs"
+    f" {SCHEMA_REVISION}: run make migrate"
 )
 
 

@@ -38,15 +38,16 @@ async def local() -> AsyncIterator[Settings]:
         yield settings
 
 
-def container_environment(service: str, local: Settings, tmp: Path) -> dict[str, str]:
+def container_environment(service: str, local: Settings) -> dict[str, str]:
     dockerfile = read_dockerfile(ROOT / APP_SERVICES[service] / "Dockerfile")
     env = {name: value for name, value in dockerfile.env.items() if "$" not in value}
     env |= compose_environment(service)
     local_env = service_environment(local)
     env |= {name: local_env[name] for name in POINTED_AT_LOCAL}
-    # Loopback instead of the image's 0.0.0.0, and a free port: this machine is shared.
+    # Loopback instead of the images' 0.0.0.0, and free ports: this machine is shared.
     env |= {"API_HOST": "127.0.0.1", "API_PORT": str(local.api_port)}
-    env |= {"WORKER_HEARTBEAT_FILE": str(tmp / "worker-heartbeat"), "PYTHONPATH": str(ROOT)}
+    env |= {"WORKER_HEALTH_HOST": "127.0.0.1", "WORKER_HEALTH_PORT": str(local.worker_health_port)}
+    env |= {"PYTHONPATH": str(ROOT)}
     return {**local_env, **env} | {"PATH": local_env.get("PATH", "/usr/bin:/bin")}
 
 
@@ -55,8 +56,8 @@ def stack(
     local: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, dict[str, str]]]:
     tmp = tmp_path_factory.mktemp("smoke")
-    local = local.model_copy(update={"api_port": free_port()})
-    envs = {service: container_environment(service, local, tmp) for service in APP_SERVICES}
+    local = local.model_copy(update={"api_port": free_port(), "worker_health_port": free_port()})
+    envs = {service: container_environment(service, local) for service in APP_SERVICES}
     with contextlib.ExitStack() as running:
         for service, directory in APP_SERVICES.items():
             dockerfile = read_dockerfile(ROOT / directory / "Dockerfile")

@@ -19,18 +19,24 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from api.health import health_routes
+from api.metrics import ApiMetrics, install_metrics
 from api.middleware import BodySizeLimit, UnhandledErrors
 from api.openapi import install_openapi
 from api.problems import install_problem_handlers
-from api.routes import health_routes, task_routes, task_type_routes
+from api.routes import task_routes, task_type_routes
+from api.tracing import install_tracing
 from common.amqp import Broker, Signal
 from common.errors import ConfigurationError, SchemaOutdated
 from common.heap import freeze_startup_objects
 from common.logs import configure_logging
+from common.metrics import multiprocess_directory
 from common.mysql import Database, grouped_repository
-from common.mysql.revision import check_schema_at_start
+from common.mysql.outbox import outbox_backlog
+from common.mysql.revision import check_schema_at_start, require_schema_revision
 from common.notifying import NotifyingTaskRepository
 from common.settings import Settings, load_settings
+from common.tracing import start_tracing
 from services.backends import Backends
 from services.dispatcher import run_dispatcher
 from services.events import EventHub
@@ -76,16 +82,17 @@ def _streams_end_on_exit(events: EventHub) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def connected_backends(settings: Settings) -> Backends:
+def connected_backends(settings: Settings, metrics: ApiMetrics | None = None) -> Backends:
     """MySQL, RabbitMQ (a link kept open in the background), the outbox dispatcher and the
     purge of expired idempotency keys.
 
     Neither dependency has to be up at start: requests get a 503 (database) or are queued
-    through the outbox (broker) until it is, and /health says which one is missing.
+    through the outbox (broker) until it is, and /health/ready says which one is missing.
     """
     database = Database(settings)
     grouped = grouped_repository(database)
     broker = Broker(settings, name="task-api")
+    publisher = broker.publisher if metrics is None else metrics.metered(broker.publisher)
     # Each transition is broadcast to every API process, for its event streams.
     repository = NotifyingTaskRepository(
         grouped, lambda ids: broker.signals.send(Signal.CHANGED, ids)
@@ -105,7 +112,7 @@ def connected_backends(settings: Settings) -> Backends:
             asyncio.create_task(
                 run_dispatcher(
                     repository=repository,
-                    publisher=broker.publisher,
+                    publisher=publisher,
                     interval_seconds=settings.dispatch_interval_seconds,
                     min_age_seconds=settings.dispatch_min_age_seconds,
                     batch_size=settings.dispatch_batch_size,
@@ -139,16 +146,19 @@ def connected_backends(settings: Settings) -> Backends:
 
     return Backends(
         repository=repository,
-        publisher=broker.publisher,
+        publisher=publisher,
         broadcast_cancel=lambda ids: broker.signals.send(Signal.CANCEL, ids),
         events=events,
+        require_schema=lambda: require_schema_revision(database),
+        outbox_backlog=lambda: outbox_backlog(database),
         running=running,
     )
 
 
 def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
     """The ASGI app, talking to `backends` (by default the real ones, opened by its lifespan)."""
-    backends = backends or connected_backends(settings)
+    metrics = ApiMetrics() if settings.metrics_enabled else None
+    backends = backends or connected_backends(settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -161,13 +171,16 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    app.include_router(task_routes(backends, settings))
+    app.include_router(task_routes(backends, settings, metrics))
     app.include_router(task_type_routes(settings))
     app.include_router(health_routes(backends))
     install_problem_handlers(app, retry_after_seconds=settings.retry_after_seconds)
     install_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(UnhandledErrors)  # added last, so it wraps everything above
+    if metrics is not None:  # outside UnhandledErrors, to count its 500s
+        install_metrics(app, metrics, backends.outbox_backlog)
+    install_tracing(app)  # outside even that: the request's ids are on its 500s too
     return app
 
 
@@ -175,6 +188,7 @@ def create_app_from_environment() -> FastAPI:
     """The factory each process calls when API_WORKERS > 1."""
     settings = load_settings()
     configure_logging(service="api", level=settings.log_level, fmt=settings.log_format)
+    start_tracing(settings, service="task-api")
     return create_app(settings)
 
 
@@ -190,10 +204,24 @@ def run() -> None:
         asyncio.run(check_schema_at_start(settings))
     except SchemaOutdated as exc:
         sys.exit(f"api: {exc}")
-    # Several processes share the port; each has its own pool, connection and dispatcher.
+    # Several processes share the port; each has its own pool, connection and dispatcher
+    # (and its tracing, started by the factory).
+    if settings.api_workers == 1:
+        start_tracing(settings, service="task-api")
     app: FastAPI | str = (
         create_app(settings) if settings.api_workers == 1 else "main:create_app_from_environment"
     )
+    # Several processes write their metrics to one directory, made before they start (each
+    # picks its metrics' storage as it imports prometheus-client).
+    with (
+        multiprocess_directory()
+        if settings.api_workers > 1 and settings.metrics_enabled
+        else contextlib.nullcontext()
+    ):
+        _serve(settings, app)
+
+
+def _serve(settings: Settings, app: FastAPI | str) -> None:
     uvicorn.run(
         app,
         factory=settings.api_workers > 1,

@@ -154,7 +154,11 @@ async def test_a_database_fault_is_a_503_with_retry_after_and_ends_by_itself(
         for response, _ in [*posts, *reads]:
             assert_unavailable(response, "database")
         assert health.status_code == 503
-        assert health.json()["checks"] == {"database": "unavailable", "broker": "ok"}
+        assert health.json()["checks"] == {
+            "database": "unavailable",
+            "broker": "ok",
+            "schema": "unknown",
+        }
     await _recovers(client, known)
 
 

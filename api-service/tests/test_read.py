@@ -1,4 +1,5 @@
-"""GET /api/tasks/{id}, /health, unknown routes and the OpenAPI document, against the fakes."""
+"""GET /api/tasks/{id}, /health/live and /health/ready (and /health), unknown routes and the
+OpenAPI document, against the fakes."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import httpx
 import pytest
 from test_submit import VALID, assert_problem
 
+from common.errors import DatabaseUnavailable, SchemaOutdated
+from common.settings import Settings
 from common.tasks import NewTask, TaskRecord, TaskStatus
+from main import create_app
 from models.tasks import TaskPublic
+from services.backends import Backends
 from testkit.fakes import InMemoryTaskRepository, RecordingPublisher
 
 pytestmark = pytest.mark.unit
@@ -138,27 +143,78 @@ async def test_wrong_method_is_405_problem_naming_every_allowed_method(
     assert response.headers["allow"] == allow
 
 
-async def test_health_ok(client: httpx.AsyncClient) -> None:
-    response = await client.get("/health")
+# /health is the name /health/ready had before there was a /health/live: the same answers.
+READY_PATHS = ["/health/ready", "/health"]
+
+
+@pytest.mark.parametrize("path", READY_PATHS)
+async def test_ready_when_every_part_is(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.get(path)
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "broker": "ok", "schema": "ok"},
+    }
 
 
-async def test_health_names_the_database_when_it_is_down(
-    client: httpx.AsyncClient, repository: InMemoryTaskRepository
+@pytest.mark.parametrize("path", READY_PATHS)
+async def test_ready_names_the_database_when_it_is_down(
+    client: httpx.AsyncClient, repository: InMemoryTaskRepository, path: str
 ) -> None:
     repository.fail_with_unavailable()
-    problem = assert_problem(await client.get("/health"), 503)
-    assert problem["checks"] == {"database": "unavailable", "broker": "ok"}
-    assert "database" in problem["detail"]
+    problem = assert_problem(await client.get(path), 503)
+    assert problem["type"] == "/problems/service-unavailable"
+    assert problem["checks"] == {"database": "unavailable", "broker": "ok", "schema": "ok"}
+    assert problem["detail"] == "not ready: database unavailable"
 
 
-async def test_health_names_the_broker_when_it_is_down(
-    client: httpx.AsyncClient, publisher: RecordingPublisher
+@pytest.mark.parametrize("path", READY_PATHS)
+async def test_ready_names_the_broker_when_it_is_down(
+    client: httpx.AsyncClient, publisher: RecordingPublisher, path: str
 ) -> None:
     publisher.is_open = False
-    problem = assert_problem(await client.get("/health"), 503)
-    assert problem["checks"] == {"database": "ok", "broker": "unavailable"}
+    problem = assert_problem(await client.get(path), 503)
+    assert problem["checks"] == {"database": "ok", "broker": "unavailable", "schema": "ok"}
+    assert problem["detail"] == "not ready: broker unavailable"
+
+
+@pytest.mark.parametrize(
+    ("failure", "state"),
+    [
+        (SchemaOutdated("the database schema is at revision 0001"), "outdated"),
+        (DatabaseUnavailable("the revision could not be read"), "unknown"),
+    ],
+)
+async def test_ready_names_the_schema_unless_it_is_at_the_expected_revision(
+    settings: Settings,
+    repository: InMemoryTaskRepository,
+    publisher: RecordingPublisher,
+    failure: Exception,
+    state: str,
+) -> None:
+    async def require_schema() -> None:
+        raise failure
+
+    backends = Backends(repository=repository, publisher=publisher, require_schema=require_schema)
+    transport = httpx.ASGITransport(app=create_app(settings, backends))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        for path in READY_PATHS:
+            problem = assert_problem(await client.get(path), 503)
+            assert problem["checks"] == {"database": "ok", "broker": "ok", "schema": state}
+            assert problem["detail"] == f"not ready: schema {state}"
+        assert (await client.get("/health/live")).status_code == 200
+
+
+async def test_live_asks_no_backend(
+    client: httpx.AsyncClient, repository: InMemoryTaskRepository, publisher: RecordingPublisher
+) -> None:
+    repository.fail_with_unavailable()
+    publisher.is_open = False
+    response = await client.get("/health/live")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"status": "ok"}
+    assert "ping" not in repository.calls
 
 
 async def test_openapi_documents_examples_and_problem_answers(client: httpx.AsyncClient) -> None:

@@ -44,6 +44,13 @@ class Broker:
     def connected(self) -> bool:
         return self._link.connected
 
+    @property
+    def consuming(self) -> bool:
+        """Whether the work queue delivers to this process now: subscribed on a session that
+        is up, and not told to stop (`stop_consuming`)."""
+        subscription = self._subscription
+        return self._consumer is not None and subscription is not None and subscription.held
+
     def start(self) -> None:
         self._link.start()
 

@@ -15,6 +15,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from common.amqp.errors import translated
 from common.amqp.link import BrokerSession
 from common.amqp.publisher import ATTEMPTS_HEADER, LOOKUPS_HEADER
+from common.amqp.spans import processing
 from common.amqp.topology import Topology
 from common.ports import Delivery
 
@@ -74,6 +75,13 @@ class Subscription:
     queue: AbstractQueue
     tag: str
     timeout: float
+    session: BrokerSession
+
+    @property
+    def held(self) -> bool:
+        """Whether the broker still delivers to it: its session is up (one the broker
+        cancels ends its session, see `subscribe`)."""
+        return self.session.alive
 
     async def cancel(self) -> None:
         """Take no new deliveries; those in flight go on. Best effort: a lost connection
@@ -92,15 +100,24 @@ async def subscribe(
     timeout_seconds: float,
 ) -> Subscription:
     channel = await session.channel()
+    # The broker cancels a consumer whose queue went away (deleted, or lost with its node) and
+    # delivers nothing more: the session ends, and the next one declares the queue and
+    # subscribes again (as aio-pika's robust channel does). Our own cancel is a CancelOk.
+    underlay = await channel.get_underlay_channel()
+    underlay.on_consumer_cancel_callbacks.add(
+        lambda _: session.drop(f"the broker cancelled the consumer on {topology.work_queue}")
+    )
     # The prefetch bounds the tasks in flight in this process.
     await channel.set_qos(prefetch_count=prefetch)
     queue = await topology.declare(channel)
 
     async def on_message(message: AbstractIncomingMessage) -> None:
-        await on_delivery(AmqpDelivery(message, timeout=timeout_seconds))
+        # Its trace (and span, with tracing on) and its task_id on every record logged.
+        with processing(message, queue=topology.work_queue):
+            await on_delivery(AmqpDelivery(message, timeout=timeout_seconds))
 
     tag = await queue.consume(on_message)
-    return Subscription(queue, tag, timeout_seconds)
+    return Subscription(queue, tag, timeout_seconds, session)
 
 
 class DeadLetterReader:

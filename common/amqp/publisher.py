@@ -21,6 +21,7 @@ from pamqp import commands as spec
 from common.amqp._confirms import Outgoing, publish_batch
 from common.amqp.errors import translated
 from common.amqp.link import BrokerSession
+from common.amqp.spans import publishing
 from common.amqp.topology import Topology
 from common.batching import Batcher
 from common.errors import BrokerUnavailable
@@ -64,8 +65,9 @@ class AmqpTaskPublisher:
             message, attempts=attempts, lookups=lookups, delay_seconds=delay_seconds
         )
         # The hot path of every request: the batcher bounds the send, and one timer per batch
-        # the confirms (_send_batch), instead of a timeout per call.
-        with translated("publish", timeout=self._timeout):
+        # the confirms (_send_batch), instead of a timeout per call. `publishing` puts the
+        # trace context in the headers and, with tracing on, is the publish's span.
+        with publishing(outgoing), translated("publish", timeout=self._timeout):
             confirmation = await self._sends.submit(outgoing)
             await confirmation
 

@@ -3,7 +3,8 @@
 Whatever goes wrong inside `cursor()` or `transaction()` leaves as DatabaseUnavailable (or
 DatabaseRefused), within DATABASE_TIMEOUT_SECONDS: a server that never answers a byte, or
 answers too slowly, is a timeout like any other. A connection that failed or was abandoned
-mid-statement is closed, never handed to the next caller.
+mid-statement is closed, never handed to the next caller. With tracing on, each statement
+and each script within a trace is a span (common.mysql.spans).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from typing import Any
 import asyncmy
 from asyncmy.constants import CLIENT
 
+from common import tracing
 from common.errors import DatabaseUnavailable
+from common.mysql import spans
 from common.mysql.errors import translated
-from common.settings import Settings
+from common.settings import DatabaseAddress, Settings
 
 _READ_COMMITTED = ("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", "BEGIN")
 
@@ -30,6 +33,7 @@ class Database:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._address = settings.database
         self.timeout = settings.database_timeout_seconds
         self._pool: Any = None
 
@@ -66,17 +70,23 @@ class Database:
             async with asyncio.timeout(self.timeout):
                 await pool.wait_closed()
 
-    @contextlib.asynccontextmanager
-    async def cursor(self) -> AsyncIterator[Any]:
+    def cursor(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """A cursor for one operation: taking a connection and running its statements all
         happen within DATABASE_TIMEOUT_SECONDS."""
+        return self._cursor(traced=True)
+
+    @contextlib.asynccontextmanager
+    async def _cursor(self, *, traced: bool) -> AsyncIterator[Any]:
         with translated(timeout=self.timeout):
             async with (
                 asyncio.timeout(self.timeout),
                 self._connection() as connection,
                 connection.cursor() as cursor,
             ):
-                yield cursor
+                if traced and tracing.recording():
+                    yield spans.TracedCursor(cursor, self._address)
+                else:
+                    yield cursor
 
     @contextlib.asynccontextmanager
     async def transaction(self, *, isolation: str | None = None) -> AsyncIterator[Transaction]:
@@ -89,7 +99,7 @@ class Database:
                 self._connection(acquire_within=self.timeout) as connection,
                 connection.cursor() as cursor,
             ):
-                transaction = Transaction(cursor, timeout=self.timeout)
+                transaction = Transaction(cursor, timeout=self.timeout, address=self._address)
                 if isolation:
                     await transaction.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
                 await transaction.execute("BEGIN")
@@ -109,16 +119,9 @@ class Database:
         """
         sql = "; ".join([*_READ_COMMITTED, *(statement for statement, _ in statements), "COMMIT"])
         args = [value for _, values in statements for value in values]
-        async with self.cursor() as cursor:
-            await cursor.execute(sql, args or None)  # the isolation level's result
-            await cursor.nextset()  # BEGIN's
-            results = []
-            for _ in statements:
-                await cursor.nextset()
-                rows = list(await cursor.fetchall()) if cursor.description else []
-                results.append(Result(int(cursor.rowcount), rows, int(cursor.lastrowid or 0)))
-            await cursor.nextset()  # COMMIT's: read, so nothing is left on the connection
-        return results
+        async with self._cursor(traced=False) as cursor:
+            with spans.script([statement for statement, _ in statements], sql, self._address):
+                return await _script_results(cursor, sql, args, len(statements))
 
     @contextlib.asynccontextmanager
     async def _connection(self, *, acquire_within: float | None = None) -> AsyncIterator[Any]:
@@ -142,6 +145,18 @@ class Database:
 Statement = tuple[str, Sequence[object]]
 
 
+async def _script_results(cursor: Any, sql: str, args: list[object], count: int) -> list[Result]:
+    await cursor.execute(sql, args or None)  # the isolation level's result
+    await cursor.nextset()  # BEGIN's
+    results = []
+    for _ in range(count):
+        await cursor.nextset()
+        rows = list(await cursor.fetchall()) if cursor.description else []
+        results.append(Result(int(cursor.rowcount), rows, int(cursor.lastrowid or 0)))
+    await cursor.nextset()  # COMMIT's: read, so nothing is left on the connection
+    return results
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     rowcount: int  # rows changed (or, for a SELECT, found)
@@ -150,14 +165,16 @@ class Result:
 
 
 class Transaction:
-    def __init__(self, cursor: Any, *, timeout: float) -> None:
+    def __init__(self, cursor: Any, *, timeout: float, address: DatabaseAddress) -> None:
         self._cursor = cursor
         self._timeout = timeout
+        self._address = address
 
     async def execute(self, sql: str, args: Sequence[object] | None = None) -> int:
         """Run one statement within the timeout; the rows it changed."""
-        async with asyncio.timeout(self._timeout):
-            await self._cursor.execute(sql, args)
+        with spans.statement(sql, self._address):
+            async with asyncio.timeout(self._timeout):
+                await self._cursor.execute(sql, args)
         return int(self._cursor.rowcount)
 
     async def fetchall(self) -> list[tuple[Any, ...]]:

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
+import time
 from typing import Any
 
 import pytest
 
+from common.messages import TaskMessage
 from common.settings import load_settings
 from handlers.context import TaskContext
 from services.consumer import TaskConsumer
@@ -33,6 +36,14 @@ class FakeDelivery:
 
     async def dead_letter(self) -> None:
         self.settled.append("dead_letter")
+
+
+def same_but_due(copy: TaskMessage, message: TaskMessage) -> TaskMessage:
+    """`copy` checked to be due no sooner than now (a delayed copy is due once its delay is
+    over), then given `message`'s due time, to compare the rest with `message`."""
+    assert copy.due_at is not None
+    assert copy.due_at >= time.time() - 1
+    return dataclasses.replace(copy, due_at=message.due_at)
 
 
 class RecordingWork:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from api.deps import (
     SubmitRules,
@@ -30,13 +30,12 @@ from api.docs import (
     LIST_PARAMETERS,
 )
 from api.lean_route import LeanRoute
+from api.metrics import ApiMetrics
 from api.openapi import problem_responses
-from api.problems import UNAVAILABLE_PROBLEM, problem
 from common.errors import DependencyUnavailable
 from common.settings import Settings
 from common.task_types import CATALOGUE
 from common.tasks import IdempotencyKey, TaskQuery, TaskRecord, TaskStatus
-from models.health import Health
 from models.tasks import (
     TaskAccepted,
     TaskListQuery,
@@ -49,7 +48,6 @@ from models.tasks import (
 from services.backends import Backends
 from services.cursors import InvalidCursor, decode_cursor, encode_cursor
 from services.events import task_event_stream
-from services.health import check_health
 from services.idempotency import fingerprint
 from services.tasks import (
     cancel_task,
@@ -85,25 +83,6 @@ TASK_CREATE_BODY: dict[str, Any] = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskCreate"}}},
         "required": True,
     }
-}
-
-HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"model": Health, "description": "Both components answer."},
-    503: {
-        "description": "At least one component is unavailable; `checks` names it.",
-        "content": {
-            "application/problem+json": {
-                "schema": {"$ref": "#/components/schemas/Problem"},
-                "example": {
-                    "type": UNAVAILABLE_PROBLEM,
-                    "title": "Service Unavailable",
-                    "status": 503,
-                    "detail": "unavailable: broker",
-                    "checks": {"database": "ok", "broker": "unavailable"},
-                },
-            }
-        },
-    },
 }
 
 
@@ -156,7 +135,9 @@ def _task_query(query: TaskListQuery) -> TaskQuery:
     )
 
 
-def task_routes(backends: Backends, settings: Settings) -> APIRouter:
+def task_routes(
+    backends: Backends, settings: Settings, metrics: ApiMetrics | None = None
+) -> APIRouter:
     """`/api/tasks`: every endpoint takes the Request (and path parameters) and returns a
     Response (api.lean_route)."""
     router = APIRouter(prefix="/api/tasks", tags=["tasks"], route_class=LeanRoute)
@@ -220,6 +201,8 @@ def task_routes(backends: Backends, settings: Settings) -> APIRouter:
         what = (
             f"Task scheduled for {run_at.isoformat()}" if run_at and scheduled else "Task accepted"
         )
+        if metrics is not None:
+            metrics.submitted(body.type, replayed=replayed)
         return _accepted(record, what, poll_after=poll_after, replayed=replayed)
 
     @router.get(
@@ -298,7 +281,7 @@ def task_routes(backends: Backends, settings: Settings) -> APIRouter:
         `Last-Event-ID` sends every event after that one first, with no gap or repeat; after
         the final event there is nothing more, and the answer is 204 (an EventSource then
         stops reconnecting). A stopping API process ends its streams: clients reconnect."""
-        return await _event_stream(backends, settings, task_id, request)
+        return await _event_stream(backends, settings, task_id, request, metrics)
 
     @router.post(
         "/{task_id}/retry",
@@ -317,7 +300,11 @@ def task_routes(backends: Backends, settings: Settings) -> APIRouter:
 
 
 async def _event_stream(
-    backends: Backends, settings: Settings, task_id: str, request: Request
+    backends: Backends,
+    settings: Settings,
+    task_id: str,
+    request: Request,
+    metrics: ApiMetrics | None = None,
 ) -> Response:
     """The answer of GET /api/tasks/{task_id}/events (see `events` above)."""
     repository = backends.repository
@@ -335,8 +322,9 @@ async def _event_stream(
         last_event_id=after,
         heartbeat_seconds=settings.events_heartbeat_seconds,
     )
+    quiet = _ending_quietly(stream, record.task_id)
     return StreamingResponse(
-        _ending_quietly(stream, record.task_id),
+        quiet if metrics is None else metrics.streaming(quiet),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -367,25 +355,5 @@ def task_type_routes(settings: Settings) -> APIRouter:
     )
     async def task_types(request: Request) -> Response:
         return Response(catalogue, media_type="application/json")
-
-    return router
-
-
-def health_routes(backends: Backends) -> APIRouter:
-    router = APIRouter(tags=["health"], route_class=LeanRoute)
-
-    @router.get(
-        "/health",
-        summary="Whether the database and the broker answer",
-        responses=HEALTH_RESPONSES,
-    )
-    async def health(request: Request) -> Response:
-        checks = await check_health(repository=backends.repository, publisher=backends.publisher)
-        failing = [name for name, state in checks.items() if state != "ok"]
-        if failing:
-            return problem(
-                503, "unavailable: " + ", ".join(failing), type_=UNAVAILABLE_PROBLEM, checks=checks
-            )
-        return JSONResponse(Health(status="ok", checks=checks).model_dump())
 
     return router

@@ -41,5 +41,5 @@ class Problem(BaseModel):
         default=None, description="409 on retry: the status the task is in"
     )
     checks: dict[str, str] | None = Field(
-        default=None, description="503 from /health: each component, ok or unavailable"
+        default=None, description="503 from /health/ready: each part, ok or what it lacks"
     )

@@ -4,10 +4,11 @@ hand in fakes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
+from common.metrics import OutboxBacklog, no_backlog
 from common.ports import TaskPublisher, TaskRepository
 from services.events import EventHub
 
@@ -21,6 +22,10 @@ def _nobody_listens(task_ids: Sequence[str]) -> None:
     pass
 
 
+async def _schema_as_expected() -> None:
+    pass
+
+
 @dataclass(frozen=True, slots=True)
 class Backends:
     repository: TaskRepository
@@ -29,6 +34,11 @@ class Backends:
     broadcast_cancel: Callable[[Sequence[str]], None] = _nobody_listens
     # This process's event streams, woken by every transition's broadcast.
     events: EventHub = field(default_factory=EventHub)
+    # Raises SchemaOutdated unless the database is at the revision this code needs
+    # (DependencyUnavailable when it does not answer): part of /health/ready. Fakes have none.
+    require_schema: Callable[[], Awaitable[None]] = _schema_as_expected
+    # Due tasks whose message is not yet confirmed, for the metrics (one indexed read).
+    outbox_backlog: Callable[[], Awaitable[OutboxBacklog]] = no_backlog
     # Opens the connections and starts the background work for the life of the app (its
     # lifespan); fakes need none.
     running: Callable[[], AbstractAsyncContextManager[None]] = _nothing_to_run

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from common.errors import DependencyUnavailable, TaskNotCancellable, TaskNotFailed, TaskNotFound
+from common.logs import bind
 from common.messages import TaskMessage, is_task_id
 from common.ports import TaskPublisher, TaskRepository
 from common.task_types import DEFAULT_TYPE
@@ -57,6 +58,7 @@ async def submit_task(
         record, replayed = await repository.create(task), False
     else:
         record, replayed = await repository.create_idempotent(task, idempotency_key)
+    bind(task_id=record.task_id)  # on every record logged for the rest of the request
     if replayed:
         logger.info("task submission replayed", extra={"task_id": record.task_id})
         return record, True
@@ -100,6 +102,7 @@ async def get_task(*, repository: TaskRepository, task_id: str) -> TaskRecord:
     record = await repository.get(task_id.lower()) if is_task_id(task_id.lower()) else None
     if record is None:
         raise TaskNotFound(task_id)
+    bind(task_id=record.task_id)  # on every record logged for the rest of the request
     return record
 
 

@@ -13,14 +13,17 @@ Every delivery is settled only after its outcome is committed in MySQL:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
+import time
 from dataclasses import dataclass, field
 
 from common.errors import BrokerUnavailable, DatabaseUnavailable, InvalidTaskMessage
 from common.messages import TaskMessage, decode_task_message
 from common.ports import Delivery, TaskPublisher, TaskRepository
 from models.outcomes import Outcome
+from services.metrics import WorkerMetrics
 from services.processor import Handlers, give_up_on_type, process_task
 from services.retry_policy import RetryPolicy
 from services.running import RunningWork
@@ -45,6 +48,7 @@ class TaskConsumer:
     unknown_task_max_lookups: int = 3
     unknown_type_max_attempts: int = 5
     running: RunningWork = field(default_factory=RunningWork)
+    metrics: WorkerMetrics | None = None
     in_flight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -59,6 +63,8 @@ class TaskConsumer:
         """Process and settle one delivery; never raises."""
         self.in_flight += 1
         self._idle.clear()
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
         try:
             try:
                 settlement = await self._decide(delivery)
@@ -68,6 +74,8 @@ class TaskConsumer:
             await self._settle(delivery, settlement)
         finally:
             self.in_flight -= 1
+            if self.metrics is not None:
+                self.metrics.in_flight.dec()
             if not self.in_flight:
                 self._idle.set()
 
@@ -79,8 +87,10 @@ class TaskConsumer:
                 "message dead-lettered",
                 extra={"reason": str(exc), "message_id": delivery.message_id},
             )
+            self._dead_lettered(None)
             return Settlement.DEAD_LETTER
         attempts = delivery.attempts
+        taken_at, started = time.time(), time.perf_counter()
         try:
             result = await process_task(
                 repository=self.repository,
@@ -96,7 +106,14 @@ class TaskConsumer:
             logger.warning(
                 "database unavailable", extra={"task_id": task.task_id, "error": str(exc)}
             )
+            self._database_up(False)
             return await self._retry(task, attempts=attempts + 1, lookups=0)
+        self._database_up(True)
+        if self.metrics is not None:
+            seconds = time.perf_counter() - started
+            self.metrics.processed(
+                task.type, result.outcome, claimed_at=taken_at, seconds=seconds, due_at=task.due_at
+            )
         if result.outcome is Outcome.UNKNOWN_TASK:
             return await self._retry_lookup(delivery, task)
         if result.outcome is Outcome.NO_HANDLER:
@@ -109,6 +126,14 @@ class TaskConsumer:
             return Settlement.DEAD_LETTER
         return Settlement.ACK
 
+    def _dead_lettered(self, task_type: str | None) -> None:
+        if self.metrics is not None:
+            self.metrics.dead_lettered(task_type)
+
+    def _database_up(self, up: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.backend_state("database", up=up)
+
     async def _retry_lookup(self, delivery: Delivery, task: TaskMessage) -> Settlement:
         """A task id with no row: look again a few times, then dead-letter it (a poison
         message must not burn a retry budget, or loop)."""
@@ -117,6 +142,7 @@ class TaskConsumer:
             logger.warning(
                 "message dead-lettered", extra={"task_id": task.task_id, "reason": "unknown task"}
             )
+            self._dead_lettered(task.type)
             return Settlement.DEAD_LETTER
         return await self._retry(task, attempts=delivery.attempts, lookups=lookups)
 
@@ -141,7 +167,10 @@ class TaskConsumer:
                     "database unavailable", extra={"task_id": task.task_id, "error": str(exc)}
                 )
                 return await self._retry(task, attempts=delivery.attempts, lookups=delivery.lookups)
-            return Settlement.DEAD_LETTER if result.outcome is Outcome.FAILED else Settlement.ACK
+            if result.outcome is not Outcome.FAILED:
+                return Settlement.ACK
+            self._dead_lettered(task.type)  # FAILED without an attempt: no worker has its type
+            return Settlement.DEAD_LETTER
         return await self._retry(
             task, attempts=delivery.attempts, lookups=tries, delay_attempts=tries
         )
@@ -189,7 +218,9 @@ class TaskConsumer:
         failed: str,
     ) -> bool:
         """Publish a delayed copy of the task's message, which replaces the delivery once
-        confirmed; False (logged as `failed`) when the broker did not confirm it."""
+        confirmed; False (logged as `failed`) when the broker did not confirm it. The copy is
+        due once its delay is over (its queue wait counts from then)."""
+        task = dataclasses.replace(task, due_at=time.time() + delay_seconds)
         try:
             await self.publisher.publish(
                 task, attempts=attempts, lookups=lookups, delay_seconds=delay_seconds
