@@ -69,8 +69,9 @@ worker: install ## Run the worker in the foreground (WORKER_HEALTH_PORT=N: its h
 webhook-sender: install ## Run the webhook sender in the foreground (needs WEBHOOK_SECRET)
 	$(LOAD_ENV) cd api-service/src && exec $(PY) sender.py
 
-webhook-secret: install ## Print a new WEBHOOK_SECRET (whsec_ and 32 random bytes in base64)
-	@$(PY) -c 'import base64, secrets; print("WEBHOOK_SECRET=whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())'
+# Standard library only, and no `install` first: `make webhook-secret >> .env` appends one line.
+webhook-secret: ## Print a new WEBHOOK_SECRET (whsec_ and 32 random bytes in base64)
+	@$(PYTHON) -c 'import base64, secrets; print("WEBHOOK_SECRET=whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())'
 
 run: install ## Run the API, WORKERS workers (1) and (with WEBHOOK_SECRET set) the webhook sender; Ctrl-C stops them
 	@trap 'kill 0' INT TERM; $(LOAD_ENV) $(HEALTH_PORT_GIVEN) $(MAKE) --no-print-directory api & \
