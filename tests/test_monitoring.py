@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import yaml
+from test_end_to_end import processes
 
 from common.settings import Settings
 from testkit.monitoring import (
@@ -35,8 +36,7 @@ from testkit.monitoring import (
     series_names,
 )
 from testkit.polling import wait_until
-from testkit.processes import api_client, free_port, service_process
-from testkit.scratch import service_environment
+from testkit.processes import api_client, free_port
 
 pytestmark = [
     pytest.mark.integration,
@@ -45,6 +45,8 @@ pytestmark = [
         reason="needs the prometheus binary on PATH (Debian: apt-get install prometheus)",
     ),
 ]
+
+__all__ = ["processes"]  # the API and worker of test_end_to_end, with this module's settings
 
 TEST_ALERT = "TestAlwaysFiring"
 TASKS = 3
@@ -74,16 +76,8 @@ def scratch_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def processes(
-    direct: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], Path]]:
-    logs = tmp_path_factory.mktemp("logs")
-    env = service_environment(direct)
-    with (
-        service_process("api-service", env, logs / "api.log") as api,
-        service_process("worker-service", env, logs / "worker.log") as worker,
-    ):
-        yield api, worker, logs
+def settings(direct: Settings) -> Settings:
+    return direct  # what test_end_to_end's `processes` starts the services with
 
 
 @pytest.fixture(scope="module")
