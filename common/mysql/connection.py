@@ -120,7 +120,7 @@ class Database:
         sql = "; ".join([*_READ_COMMITTED, *(statement for statement, _ in statements), "COMMIT"])
         args = [value for _, values in statements for value in values]
         async with self._cursor(traced=False) as cursor:
-            with spans.script([statement for statement, _ in statements], sql, self._address):
+            with spans.script(statements, sql, self._address):
                 return await _script_results(cursor, sql, args, len(statements))
 
     @contextlib.asynccontextmanager

@@ -48,12 +48,13 @@ def statement(sql: str, address: DatabaseAddress) -> contextlib.AbstractContextM
 
 
 def script(
-    statements: Sequence[str], sql: str, address: DatabaseAddress
+    statements: Sequence[tuple[str, Sequence[object]]], sql: str, address: DatabaseAddress
 ) -> contextlib.AbstractContextManager[object]:
-    """Around a script (several statements in one transaction and one round trip)."""
+    """Around a script (several statements, each with its arguments, in one transaction and
+    one round trip). Untraced, it costs one check: nothing is built for a span."""
     if not tracing.recording():
         return _NOTHING
-    parts = [summary(text) for text in statements]
+    parts = [summary(text) for text, _ in statements]
     name = " ".join(f"{operation} {table}" for operation, table in parts if table) or "BATCH"
     attributes = _common(address) | {
         "db.operation.name": "BATCH",
