@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -353,14 +353,13 @@ class MySQLTaskRepository:
             await cursor.execute(
                 f"SELECT {_COLUMNS} FROM tasks WHERE id IN ({in_clause(len(ids))})", ids
             )
-            found = {row[0]: _record(row) for row in await cursor.fetchall()}
-        found = {record.task_id: record for record in await self._with_callbacks(found.values())}
+            records = [_record(row) for row in await cursor.fetchall()]
+        found = {record.task_id: record for record in await self._with_callbacks(records)}
         return [found.get(task_id) for task_id in task_ids]
 
-    async def _with_callbacks(self, records: Iterable[TaskRecord]) -> list[TaskRecord]:
+    async def _with_callbacks(self, records: list[TaskRecord]) -> list[TaskRecord]:
         """The records, those with a callback_url completed with their latest delivery (one
         more query, and only when there is one)."""
-        records = list(records)
         urls = {r.task_id: r.callback.url for r in records if r.callback is not None}
         if not urls:
             return records
