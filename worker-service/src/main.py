@@ -103,6 +103,8 @@ async def run_worker(
         unknown_type_max_attempts=settings.unknown_type_max_attempts,
         metrics=metrics,
     )
+    if metrics is not None:
+        metrics.count_in_flight(lambda: consumer.in_flight)
     broker.consume(consumer.on_delivery, prefetch=settings.worker_concurrency)
     broker.signals.listen(
         Signal.CANCEL,

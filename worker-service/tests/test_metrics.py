@@ -3,21 +3,25 @@ histograms, tasks in flight, reconnects, and GET /metrics on the port's route ta
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from typing import Any
 
 import httpx
 import pytest
-from conftest import FakeDelivery, RecordingWork
+from conftest import FakeDelivery, RecordingWork, handlers_of
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from api.app import RouteTable
 from api.metrics import metrics_route
 from common.messages import TaskMessage
 from common.tasks import NewTask
-from handlers.context import PermanentTaskError
+from handlers.context import PermanentTaskError, TaskContext
 from handlers.simulated import SimulatedFailure
+from models.outcomes import Outcome
 from services.consumer import TaskConsumer
-from services.metrics import WorkerMetrics
+from services.metrics import SECONDS_BUCKETS, WorkerMetrics
 from testkit.fakes import InMemoryTaskRepository
 from testkit.metrics import label_values, samples
 
@@ -26,8 +30,9 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture
 def metrics(consumer: TaskConsumer) -> WorkerMetrics:
-    consumer.metrics = WorkerMetrics()
-    return consumer.metrics
+    consumer.metrics = metrics = WorkerMetrics()
+    metrics.count_in_flight(lambda: consumer.in_flight)
+    return metrics
 
 
 async def delivery_of(repository: InMemoryTaskRepository, **fields: object) -> FakeDelivery:
@@ -129,3 +134,52 @@ def test_a_backend_back_after_being_lost_is_one_reconnect() -> None:
         '{backend="database"}': 1,
         '{backend="broker"}': 0,
     }
+
+
+async def test_tasks_in_flight_counts_the_deliveries_being_processed(
+    consumer: TaskConsumer,
+    repository: InMemoryTaskRepository,
+    work: RecordingWork,
+    metrics: WorkerMetrics,
+) -> None:
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def held(ctx: TaskContext[Any]) -> None:
+        started.set()
+        await release.wait()
+
+    consumer.handlers = handlers_of(held)  # type: ignore[arg-type]
+    running = asyncio.create_task(consumer.on_delivery(await delivery_of(repository)))
+    await asyncio.wait_for(started.wait(), timeout=5)
+    assert samples(await scrape(metrics), "task_worker_tasks_in_flight") == {"": 1}
+    release.set()
+    await asyncio.wait_for(running, timeout=5)
+    assert samples(await scrape(metrics), "task_worker_tasks_in_flight") == {"": 0}
+
+
+def test_the_histograms_read_as_prometheus_clients_own_would() -> None:
+    """The worker keeps its histograms as plain numbers: fed the same values, including each
+    bucket's bound itself and values past the last, they expose what a prometheus-client
+    Histogram with the same buckets does."""
+    values = [0.0, 0.001, 0.005, 0.0051, 0.3, 1.0, 9.99, 10.0, 599.0, 600.0, 600.5, 4000.0]
+    metrics = WorkerMetrics()
+    reference = CollectorRegistry()
+    histogram = Histogram(
+        "task_worker_attempt_duration_seconds",
+        "reference",
+        ["type"],
+        buckets=SECONDS_BUCKETS,
+        registry=reference,
+    )
+    for seconds in values:
+        metrics.processed(
+            "simulated", Outcome.COMPLETED, claimed_at=0.0, seconds=seconds, due_at=None
+        )
+        histogram.labels("simulated").observe(seconds)
+
+    ours, theirs = metrics.exposition().decode(), generate_latest(reference).decode()
+    for series in ("_bucket", "_count", "_sum"):
+        name = f"task_worker_attempt_duration_seconds{series}"
+        assert samples(ours, name) == samples(theirs, name)
+    assert len(samples(ours, "task_worker_attempt_duration_seconds_bucket")) == 17

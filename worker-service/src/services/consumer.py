@@ -63,8 +63,6 @@ class TaskConsumer:
         """Process and settle one delivery; never raises."""
         self.in_flight += 1
         self._idle.clear()
-        if self.metrics is not None:
-            self.metrics.in_flight.inc()
         try:
             try:
                 settlement = await self._decide(delivery)
@@ -74,8 +72,6 @@ class TaskConsumer:
             await self._settle(delivery, settlement)
         finally:
             self.in_flight -= 1
-            if self.metrics is not None:
-                self.metrics.in_flight.dec()
             if not self.in_flight:
                 self._idle.set()
 

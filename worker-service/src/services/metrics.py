@@ -13,17 +13,33 @@
 - task_worker_reconnects_total{backend}: database or broker back after being lost.
 
 A type label is a catalogued type or `unknown`: a message's type never makes a new one.
+
+The per-delivery series are plain numbers in this module, turned into metric families by a
+prometheus-client collector when a scrape reads them (the library's custom-collector API):
+recording one delivery is then a few dict and list updates, where prometheus-client's own
+metrics take a lock and a `labels()` lookup for each of the five values a delivery changes.
+Everything is recorded and read in the worker's one event-loop thread, so nothing is locked.
+A worker is one process: its values never go through the multiprocess files.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import bisect
+from collections.abc import Callable, Iterator
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
-from common.metrics import UNKNOWN_TYPE, exposition, task_type_label
+from common.metrics import UNKNOWN_TYPE, task_type_label
 from models.outcomes import Outcome
 
 Backend = Literal["database", "broker"]
@@ -41,7 +57,7 @@ FINISHED = {
 ATTEMPTED = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.RETRY, Outcome.CANCELLED})
 
 # Attempts run from milliseconds to a task type's timeout (minutes); waits likewise.
-_SECONDS_BUCKETS = (
+SECONDS_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0
 )  # fmt: skip
 
@@ -51,33 +67,22 @@ class WorkerMetrics:
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
-        self.finished = Counter(
+        self._finished = _Counts(
             "task_worker_tasks_finished",
             "Deliveries whose task this worker finished, by type and outcome",
-            ["type", "outcome"],
-            registry=registry,
+            ("type", "outcome"),
         )
-        self.attempt_seconds = Histogram(
+        self._attempts = _Timings(
             "task_worker_attempt_duration_seconds",
             "Attempts run here, from the claim to the outcome committed",
-            ["type"],
-            buckets=_SECONDS_BUCKETS,
-            registry=registry,
         )
-        self.queue_wait = Histogram(
+        self._queue_wait = _Timings(
             "task_worker_queue_wait_seconds",
             "Claim time minus the time the task became due (run_at, creation, or a retry's"
             " delay over)",
-            ["type"],
-            buckets=_SECONDS_BUCKETS,
-            registry=registry,
         )
-        self.in_flight = Gauge(
-            "task_worker_tasks_in_flight",
-            "Deliveries being processed now",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
+        self._in_flight: Callable[[], int] = lambda: 0
+        registry.register(_Families(self))
         self.reconnects = Counter(
             "task_worker_reconnects",
             "Times a backend was reached again after it was lost",
@@ -89,10 +94,14 @@ class WorkerMetrics:
         for backend in self._up:
             self.reconnects.labels(backend)  # present at 0 from the start
 
+    def count_in_flight(self, in_flight: Callable[[], int]) -> None:
+        """task_worker_tasks_in_flight is `in_flight()` at each scrape (the consumer's count)."""
+        self._in_flight = in_flight
+
     def dead_lettered(self, task_type: str | None = None) -> None:
         """A message dead-lettered without an attempt here (unreadable, or its row never found)."""
         label = UNKNOWN_TYPE if task_type is None else task_type_label(task_type)
-        self.finished.labels(label, "dead_lettered").inc()
+        self._finished.add((label, "dead_lettered"))
 
     def processed(
         self, task_type: str, outcome: Outcome, *, claimed_at: float, seconds: float,
@@ -104,11 +113,11 @@ class WorkerMetrics:
         if label is None:
             return
         type_label = task_type_label(task_type)
-        self.finished.labels(type_label, label).inc()
+        self._finished.add((type_label, label))
         if outcome in ATTEMPTED:
-            self.attempt_seconds.labels(type_label).observe(seconds)
+            self._attempts.observe(type_label, seconds)
             if due_at is not None:
-                self.queue_wait.labels(type_label).observe(max(0.0, claimed_at - due_at))
+                self._queue_wait.observe(type_label, max(0.0, claimed_at - due_at))
 
     def backend_state(self, backend: Backend, *, up: bool) -> None:
         """Whether `backend` answers now; back after being lost counts one reconnect."""
@@ -119,7 +128,68 @@ class WorkerMetrics:
             self._up[backend] = up
 
     def exposition(self) -> bytes:
-        return exposition(self.registry)
+        return generate_latest(self.registry)
+
+
+class _Families(Collector):
+    """The per-delivery series of one WorkerMetrics, as metric families at scrape time."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        metrics = self._metrics
+        yield metrics._finished.family()
+        yield metrics._attempts.family()
+        yield metrics._queue_wait.family()
+        yield GaugeMetricFamily(
+            "task_worker_tasks_in_flight", "Deliveries being processed now", metrics._in_flight()
+        )
+
+
+class _Counts:
+    """A counter by labels: an int per label tuple."""
+
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...]) -> None:
+        self._name, self._documentation, self._labels = name, documentation, labels
+        self._values: dict[tuple[str, ...], int] = {}
+
+    def add(self, labels: tuple[str, ...]) -> None:
+        self._values[labels] = self._values.get(labels, 0) + 1
+
+    def family(self) -> CounterMetricFamily:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
+        for labels, value in list(self._values.items()):
+            family.add_metric(labels, value)
+        return family
+
+
+class _Timings:
+    """A histogram by task type over SECONDS_BUCKETS: per type, the count of observations
+    in each bucket alone (made cumulative at scrape time) and their sum."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self._name, self._documentation = name, documentation
+        self._counts: dict[str, list[int]] = {}  # the last slot is +Inf's
+        self._sums: dict[str, float] = {}
+
+    def observe(self, type_label: str, seconds: float) -> None:
+        counts = self._counts.get(type_label)
+        if counts is None:
+            counts = self._counts[type_label] = [0] * (len(SECONDS_BUCKETS) + 1)
+            self._sums[type_label] = 0.0
+        counts[bisect.bisect_left(SECONDS_BUCKETS, seconds)] += 1  # a bound is `le`
+        self._sums[type_label] += seconds
+
+    def family(self) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=("type",))
+        for type_label, counts in list(self._counts.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip((*SECONDS_BUCKETS, float("inf")), counts, strict=True):
+                cumulative += count
+                buckets.append((floatToGoString(bound), cumulative))
+            family.add_metric([type_label], buckets, self._sums[type_label])
+        return family
 
 
 async def watch_broker(
