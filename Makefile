@@ -16,7 +16,7 @@ HEALTH_PORT_GIVEN = $(if $(filter command line,$(origin WORKER_HEALTH_PORT)),exp
 # `make run WORKERS=3`: workers on WORKER_HEALTH_PORT (8001 unless .env says) and the ports after it.
 WORKERS ?= 1
 
-.PHONY: help install lock api worker webhook-sender webhook-secret run redrive chaos chaos-short openapi migrate db smoke test test-unit test-integration lint format clean bench bench-smoke
+.PHONY: help install lock api worker webhook-sender webhook-secret api-key run redrive chaos chaos-short openapi migrate db smoke test test-unit test-integration lint format clean bench bench-smoke
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -72,6 +72,11 @@ webhook-sender: install ## Run the webhook sender in the foreground (needs WEBHO
 # Standard library only, and no `install` first: `make webhook-secret >> .env` appends one line.
 webhook-secret: ## Print a new WEBHOOK_SECRET (whsec_ and 32 random bytes in base64)
 	@$(PYTHON) -c 'import base64, secrets; print("WEBHOOK_SECRET=whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())'
+
+# Standard library only, and no `install` first (common/api_keys.py imports nothing else).
+api-key: ## Print a new API key for NAME=... and the API_KEYS pair (name:sha256) that admits it
+	@test -n "$(NAME)" || { echo "make api-key NAME=<tenant>: NAME is 1-64 of A-Z a-z 0-9 _ . -" >&2; exit 2; }
+	@PYTHONPATH=. $(PYTHON) -c 'import sys; from common.api_keys import main; main(sys.argv[1])' '$(NAME)'
 
 run: install ## Run the API, WORKERS workers (1) and (with WEBHOOK_SECRET set) the webhook sender; Ctrl-C stops them
 	@trap 'kill 0' INT TERM; $(LOAD_ENV) $(HEALTH_PORT_GIVEN) $(MAKE) --no-print-directory api & \

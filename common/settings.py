@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urlsplit
@@ -16,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.api_keys import parse_api_keys
 from common.errors import ConfigurationError
 
 _MYSQL_SCHEMES = frozenset(
@@ -89,6 +91,12 @@ class Settings(BaseSettings):
     api_shutdown_grace_seconds: int = Field(default=20, ge=1)
     # Prometheus metrics: the API's /metrics and the worker's (on its health port).
     metrics_enabled: bool = True
+    # API keys (common.api_keys): `name:sha256-hex` pairs, comma-separated; empty, the API is
+    # open to anyone who reaches it. With keys on, /docs (and /openapi.json) and /metrics stay
+    # open unless these say false.
+    api_keys: str = ""
+    docs_public: bool = True
+    metrics_public: bool = True
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     retry_after_seconds: int = Field(default=5, ge=1)
     dispatch_interval_seconds: float = Field(default=1.0, gt=0)
@@ -167,6 +175,17 @@ class Settings(BaseSettings):
         if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
             raise ValueError("must be an http:// or https:// URL, such as http://collector:4318")
         return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: str) -> str:
+        parse_api_keys(value)
+        return value
+
+    @property
+    def api_key_digests(self) -> Mapping[str, bytes]:
+        """API_KEYS: each name's key digest (empty: keys are off)."""
+        return parse_api_keys(self.api_keys)
 
     @field_validator("database_url")
     @classmethod

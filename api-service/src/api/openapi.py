@@ -12,6 +12,12 @@ from models.problems import Problem
 from models.tasks import TaskCreate, TaskEventPublic
 
 _EXAMPLES: dict[int, dict[str, Any]] = {
+    401: {
+        "type": "/problems/unauthorized",
+        "title": "Unauthorized",
+        "status": 401,
+        "detail": "This API needs an API key: send Authorization: Bearer <key>.",
+    },
     400: {
         "type": "/problems/validation-error",
         "title": "Invalid request",
@@ -72,6 +78,8 @@ _EXAMPLES: dict[int, dict[str, Any]] = {
 
 _DESCRIPTIONS = {
     400: "Malformed JSON, or a body that breaks the rules (each bad field is listed).",
+    401: "API keys are on (API_KEYS) and the request has no valid one; `WWW-Authenticate`"
+    " says which.",
     404: "No task has this id.",
     409: "The task's status does not allow this; `task_status` says what it is.",
     422: "The Idempotency-Key was used before with a different body.",
@@ -117,6 +125,7 @@ def install_openapi(app: FastAPI) -> None:
                 components.update(schema.pop("$defs", {}))
                 components[model.__name__] = schema
             _drop_422(document)
+            _add_security(document)
             app.openapi_schema = document
         return app.openapi_schema
 
@@ -134,3 +143,29 @@ def _drop_422(document: dict[str, Any]) -> None:
     schemas = document.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
+
+
+SECURITY_SCHEME = "apiKey"
+
+
+def _add_security(document: dict[str, Any]) -> None:
+    """Every /api/ operation takes an API key (`Authorization: Bearer`) once API_KEYS is set,
+    and none while it is empty (the default): both are listed, the key first, with the 401
+    the key can bring."""
+    document["components"]["securitySchemes"] = {
+        SECURITY_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key from API_KEYS (make api-key prints one). Needed only"
+            " when the service runs with API_KEYS set.",
+        }
+    }
+    for path, operations in document.get("paths", {}).items():
+        if not path.startswith("/api/"):
+            continue
+        for operation in operations.values():
+            operation["security"] = [{SECURITY_SCHEME: []}, {}]
+            responses = operation.setdefault("responses", {})
+            responses.update(
+                {str(status): entry for status, entry in problem_responses(401).items()}
+            )

@@ -60,6 +60,11 @@ ATTEMPTED = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.RETRY, Outcome
 SECONDS_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0
 )  # fmt: skip
+# Each bucket's `le`, written as prometheus-client writes it (0.005, 1.0, +Inf).
+_BUCKET_LABELS: tuple[str, ...] = tuple(
+    floatToGoString(bound)  # type: ignore[no-untyped-call]
+    for bound in (*SECONDS_BUCKETS, float("inf"))
+)
 
 
 class WorkerMetrics:
@@ -185,9 +190,9 @@ class _Timings:
         family = HistogramMetricFamily(self._name, self._documentation, labels=("type",))
         for type_label, counts in list(self._counts.items()):
             cumulative, buckets = 0, []
-            for bound, count in zip((*SECONDS_BUCKETS, float("inf")), counts, strict=True):
+            for bound, count in zip(_BUCKET_LABELS, counts, strict=True):
                 cumulative += count
-                buckets.append((floatToGoString(bound), cumulative))
+                buckets.append((bound, cumulative))
             family.add_metric([type_label], buckets, self._sums[type_label])
         return family
 
