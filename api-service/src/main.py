@@ -19,7 +19,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from api.auth import ApiKeys
+from api.auth import install_api_keys
 from api.health import health_routes
 from api.metrics import ApiMetrics, install_metrics
 from api.middleware import BodySizeLimit, UnhandledErrors
@@ -178,13 +178,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
     install_problem_handlers(app, retry_after_seconds=settings.retry_after_seconds)
     install_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    # Outside the body limit: a request without a valid key is answered before its body is read.
-    app.add_middleware(
-        ApiKeys,
-        keys=settings.api_key_digests,
-        docs_public=settings.docs_public,
-        metrics_public=settings.metrics_public,
-    )
+    install_api_keys(app, settings)
     app.add_middleware(UnhandledErrors)  # added last, so it wraps everything above
     if metrics is not None:  # outside UnhandledErrors, to count its 500s
         install_metrics(app, metrics, backends.outbox_backlog)

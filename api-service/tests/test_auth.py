@@ -4,6 +4,7 @@ the 401 problem and its challenge, and the keys' own parsing."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
 
@@ -209,3 +210,12 @@ def test_make_api_key_prints_a_key_its_pair_admits() -> None:
     assert new_api_key("ops_team")[0] != key
     with pytest.raises(ValueError, match="NAME"):
         new_api_key("no spaces")
+
+
+def test_an_open_api_says_so_once_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    backends = Backends(InMemoryTaskRepository(), RecordingPublisher())
+    with caplog.at_level(logging.WARNING, logger="api.auth"):
+        create_app(load_settings(), backends)
+        create_app(load_settings(api_keys=ALICE), backends)
+    [warning] = [record for record in caplog.records if record.name == "api.auth"]
+    assert "API_KEYS is empty" in warning.getMessage()

@@ -14,11 +14,13 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.problems import problem
 from common.api_keys import tenant_of_key
+from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,23 @@ def caller_of(request: Request) -> Caller:
     return caller
 
 
+def install_api_keys(app: FastAPI, settings: Settings) -> None:
+    """The middleware when API_KEYS is set (add it outside the body limit: a request without
+    a valid key is answered before its body is read); with none, only the warning."""
+    keys = settings.api_key_digests
+    if not keys:
+        logger.warning(
+            "API_KEYS is empty: the API answers anyone who reaches it (see README, Security)"
+        )
+        return
+    app.add_middleware(
+        ApiKeys,
+        keys=keys,
+        docs_public=settings.docs_public,
+        metrics_public=settings.metrics_public,
+    )
+
+
 class ApiKeys:
     def __init__(
         self,
@@ -61,20 +80,15 @@ class ApiKeys:
     ) -> None:
         self.app = app
         self._keys = keys
-        self._open = frozenset(
-            (*(_DOCS if docs_public else ()), *((_METRICS,) if metrics_public else ()))
-        )
-        if not keys:
-            logger.warning(
-                "API_KEYS is empty: the API answers anyone who reaches it (see README, Security)"
-            )
+        public = [*(_DOCS if docs_public else ()), *((_METRICS,) if metrics_public else ())]
+        self._public = frozenset(public)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._keys:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if path in self._open or path == _HEALTH[0] or path.startswith(_HEALTH[1]):
+        if path in self._public or path == _HEALTH[0] or path.startswith(_HEALTH[1]):
             await self.app(scope, receive, send)
             return
         presented = _bearer(scope)
