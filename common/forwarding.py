@@ -77,8 +77,8 @@ class ForwardingTaskRepository:
     async def list_tasks(self, query: TaskQuery) -> tuple[list[TaskRecord], bool]:
         return await self.inner.list_tasks(query)
 
-    async def count_by_status(self) -> dict[TaskStatus, int]:
-        return await self.inner.count_by_status()
+    async def count_by_status(self, tenant: str = "") -> dict[TaskStatus, int]:
+        return await self.inner.count_by_status(tenant)
 
     async def events_after(self, task_id: str, after_id: int, *, limit: int) -> list[TaskEvent]:
         return await self.inner.events_after(task_id, after_id, limit=limit)

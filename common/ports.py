@@ -100,10 +100,12 @@ class TaskRepository(Protocol):
         ...
 
     async def list_tasks(self, query: TaskQuery) -> tuple[list[TaskRecord], bool]:
-        """A page of tasks, newest first, and whether more follow."""
+        """A page of the query's tenant's tasks, newest first, and whether more follow."""
         ...
 
-    async def count_by_status(self) -> dict[TaskStatus, int]: ...
+    async def count_by_status(self, tenant: str = "") -> dict[TaskStatus, int]:
+        """How many of `tenant`'s tasks have each status."""
+        ...
 
     async def events_after(self, task_id: str, after_id: int, *, limit: int) -> list[TaskEvent]:
         """The task's events with an id above `after_id`, oldest first."""

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     api_keys: str = ""
     docs_public: bool = True
     metrics_public: bool = True
+    # Browsers may call the API from these origins (CORS): exact origins, comma-separated, as
+    # https://app.example.com. Empty, no CORS headers at all (the browser's same-origin rule).
+    cors_origins: str = ""
+    # The largest `metadata`, and likewise `payload`, of a new task: bytes of its compact JSON.
+    max_metadata_bytes: int = Field(default=16_384, ge=256)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     retry_after_seconds: int = Field(default=5, ge=1)
     dispatch_interval_seconds: float = Field(default=1.0, gt=0)
@@ -186,6 +191,28 @@ class Settings(BaseSettings):
     def api_key_digests(self) -> Mapping[str, bytes]:
         """API_KEYS: each name's key digest (empty: keys are off)."""
         return parse_api_keys(self.api_keys)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_cors_origins(cls, value: str) -> str:
+        # Lower-cased: a browser's Origin is, and the match is exact.
+        origins = [origin.strip().lower() for origin in value.split(",") if origin.strip()]
+        for origin in origins:
+            if origin == "*":
+                raise ValueError("must list exact origins: * (any site at all) is not allowed")
+            if not re.fullmatch(
+                r"https?://(\[[0-9a-f:.]+\]|[a-z0-9-]+(\.[a-z0-9-]+)*)(:\d{1,5})?", origin
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin: expected scheme://host[:port], such as"
+                    " https://app.example.com (no path, no trailing /)"
+                )
+        return ",".join(origins)
+
+    @property
+    def cors_allowed_origins(self) -> tuple[str, ...]:
+        """CORS_ORIGINS as a tuple of origins (empty: CORS is off)."""
+        return tuple(self.cors_origins.split(",")) if self.cors_origins else ()
 
     @field_validator("database_url")
     @classmethod

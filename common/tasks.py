@@ -77,6 +77,7 @@ class NewTask:
     timeout_seconds: int | None = None  # None: the type's default
     run_at: datetime | None = None  # not to be published before then (None: at once)
     callback_url: str | None = None  # where its completion webhook goes
+    tenant: str = ""  # the name of the API key that creates it ('' while keys are off)
 
 
 class CallbackState(enum.StrEnum):
@@ -132,6 +133,7 @@ class TaskRecord:
     progress_note: str | None = None
     run_at: datetime | None = None
     callback: Callback | None = None
+    tenant: str = ""  # whose task it is (see NewTask)
 
     @property
     def is_final(self) -> bool:
@@ -156,6 +158,7 @@ class TaskRecord:
             timeout_seconds=task.timeout_seconds,
             run_at=task.run_at,
             callback=None if task.callback_url is None else Callback(task.callback_url),
+            tenant=task.tenant,
         )
 
 
@@ -188,6 +191,7 @@ class TaskQuery:
     created_before: datetime | None = None
     after: tuple[datetime, str] | None = None  # (created_at, task_id) of the last row seen
     limit: int = 20
+    tenant: str = ""  # only this tenant's tasks (every query is one tenant's)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,9 @@
 
 CREATE TABLE IF NOT EXISTS tasks (
     id               VARCHAR(36)  NOT NULL,
+    -- Whose task it is: the name of the API key that created it ('' while the API runs
+    -- without keys). A caller sees, lists and counts only its own tenant's tasks.
+    tenant           VARCHAR(64)  NOT NULL DEFAULT '',
     title            VARCHAR(255) NOT NULL,
     -- MEDIUMTEXT rather than TEXT: the API accepts 64 KiB of UTF-8, and TEXT stops at 65,535 bytes.
     description      MEDIUMTEXT,
@@ -50,10 +53,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     started_at       DATETIME(6)  NULL DEFAULT NULL,
     completed_at     DATETIME(6)  NULL DEFAULT NULL,
     PRIMARY KEY (id),
-    -- The list, newest first, paged by (created_at, id): one index for all tasks, one per
-    -- status (a list of several statuses reads each status's index and merges).
-    KEY idx_tasks_created (created_at, id),
-    KEY idx_tasks_status_created (status, created_at, id),
+    -- The list, newest first, paged by (created_at, id): one index for all of a tenant's
+    -- tasks, one per status (a list of several statuses reads each status's range and merges).
+    KEY idx_tasks_tenant_created (tenant, created_at, id),
+    KEY idx_tasks_tenant_status_created (tenant, status, created_at, id),
     -- The outbox: undispatched tasks to send now (run_at NULL, by updated_at) and scheduled
     -- ones that are due (by run_at), each one index range however many wait for later.
     KEY idx_tasks_undispatched (dispatched_at, run_at, updated_at)
@@ -124,20 +127,23 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     KEY idx_webhook_deliveries_task (task_id, id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 
--- How many tasks have each status, kept by the transitions themselves (common/mysql/counts.py):
--- GET /api/tasks/stats sums 80 rows instead of counting a status index. Each status has 16
--- shards, and a transition changes its connection's shard, so that writers on different
--- connections do not queue on one row lock. A shard may go below zero; the sums never do.
+-- How many tasks each tenant has in each status, kept by the transitions themselves
+-- (common/mysql/counts.py): GET /api/tasks/stats sums at most 80 rows of the caller's tenant
+-- instead of counting a status index. Each status has 16 shards, and a transition changes its
+-- connection's shard, so that writers on different connections do not queue on one row lock;
+-- a tenant's rows appear with its first transitions. A shard may go below zero; the sums never do.
 CREATE TABLE IF NOT EXISTS task_counts (
+    tenant VARCHAR(64) NOT NULL DEFAULT '',
     status ENUM('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED', 'CANCELLED') NOT NULL,
     shard  TINYINT UNSIGNED NOT NULL,
     n      BIGINT NOT NULL DEFAULT 0,
-    PRIMARY KEY (status, shard)
+    PRIMARY KEY (tenant, status, shard)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 
--- Every status x shards 0-15, at zero (IGNORE: running this file again keeps the counts).
-INSERT IGNORE INTO task_counts (status, shard, n)
-SELECT s.status, a.d * 4 + b.d, 0
+-- For the tenant '' (no key): every status x shards 0-15, at zero, as migration 0003 made
+-- them (IGNORE: running this file again keeps the counts).
+INSERT IGNORE INTO task_counts (tenant, status, shard, n)
+SELECT '', s.status, a.d * 4 + b.d, 0
 FROM (SELECT 'PENDING' AS status UNION ALL SELECT 'PROCESSING' UNION ALL SELECT 'COMPLETED'
       UNION ALL SELECT 'FAILED' UNION ALL SELECT 'CANCELLED') AS s
 CROSS JOIN (SELECT 0 AS d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) AS a
@@ -153,4 +159,4 @@ CREATE TABLE IF NOT EXISTS alembic_version (
 -- Only into an empty table, so that running this file again changes nothing. Keep the revision
 -- equal to the newest migration's (and to SCHEMA_REVISION in common/mysql/revision.py).
 INSERT INTO alembic_version (version_num)
-SELECT '0005' FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM alembic_version);
+SELECT '0006' FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM alembic_version);

@@ -249,18 +249,18 @@ class InMemoryTaskRepository:
         chosen = [
             row
             for row in rows
-            if (not query.statuses or row.status in query.statuses)
+            if row.tenant == query.tenant
+            and (not query.statuses or row.status in query.statuses)
             and (query.created_after is None or row.created_at >= query.created_after)
             and (query.created_before is None or row.created_at < query.created_before)
             and (query.after is None or (row.created_at, row.task_id) < query.after)
         ]
         return chosen[: query.limit], len(chosen) > query.limit
 
-    async def count_by_status(self) -> dict[TaskStatus, int]:
+    async def count_by_status(self, tenant: str = "") -> dict[TaskStatus, int]:
         self._enter("count_by_status")
-        return {
-            status: sum(r.status is status for r in self.rows.values()) for status in TaskStatus
-        }
+        rows = [r for r in self.rows.values() if r.tenant == tenant]
+        return {status: sum(r.status is status for r in rows) for status in TaskStatus}
 
     async def events_after(self, task_id: str, after_id: int, *, limit: int) -> list[TaskEvent]:
         self._enter("events_after")

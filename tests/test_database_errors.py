@@ -126,8 +126,7 @@ async def test_a_deadlock_victim_is_run_again(scripted: list[ScriptedPool]) -> N
         ["SET", "TRANSACTION", "ISOLATION"],  # READ COMMITTED
         ["BEGIN"],
         ["UPDATE", "tasks", "SET"],
-        ["SET", "@moved", "="],
-        ["UPDATE", "task_counts", "SET"],
+        ["INSERT", "INTO", "task_counts"],
         ["INSERT", "INTO", "task_events"],
         ["INSERT", "INTO", "webhook_deliveries"],
         ["COMMIT"],

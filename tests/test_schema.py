@@ -50,9 +50,10 @@ async def test_status_created_index_engine_and_charset(settings: Settings) -> No
     index = await query(
         settings.database,
         "SELECT column_name FROM information_schema.statistics WHERE table_schema = DATABASE()"
-        " AND table_name = 'tasks' AND index_name = 'idx_tasks_status_created' ORDER BY seq_in_index",
+        " AND table_name = 'tasks' AND index_name = 'idx_tasks_tenant_status_created'"
+        " ORDER BY seq_in_index",
     )
-    assert [row[0].lower() for row in index] == ["status", "created_at", "id"]
+    assert [row[0].lower() for row in index] == ["tenant", "status", "created_at", "id"]
     [(engine, collation)] = await query(
         settings.database,
         "SELECT engine, table_collation FROM information_schema.tables"

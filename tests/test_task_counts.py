@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from common.mysql import Database, MySQLTaskRepository, counts
+from common.mysql.connection import Statement
 from common.mysql.repository import ClaimRequest
 from common.mysql.schema import one_connection
 from common.settings import Settings
@@ -131,30 +132,78 @@ async def test_concurrent_writers_on_many_connections_keep_the_counts_exact(
     assert shards > 1
 
 
-@pytest.mark.parametrize(
-    "statement",
-    [
-        counts.created(3),
-        counts.moved(TaskStatus.PENDING, TaskStatus.PROCESSING),
-        counts.moved_from_variable("@was", TaskStatus.CANCELLED),
-    ],
-    ids=["created", "moved", "moved-from-variable"],
-)
+def count_statement(name: str, ids: list[str]) -> Statement:
+    token = "t" * 32
+    if name == "created":
+        return counts.created(["", "alice", "alice"])
+    if name == "moved":
+        return counts.moved(ids, token, TaskStatus.PENDING, TaskStatus.PROCESSING)
+    return counts.moved_from_variable(ids[:1], token, "@was", TaskStatus.CANCELLED)
+
+
+@pytest.mark.parametrize("name", ["created", "moved", "moved-from-variable"])
 async def test_each_count_statement_reads_its_rows_by_primary_key(
-    direct: Settings, statement: tuple[str, list[object]]
+    repository: MySQLTaskRepository, direct: Settings, name: str
 ) -> None:
     # A full scan would lock every shard's rows (REPEATABLE READ keeps the locks it took),
-    # and every transition would queue behind every other one.
+    # and every transition would queue behind every other one. A move reads the rows it
+    # moved by primary key, and a two-row table of its two statuses; nothing else.
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    statement = count_statement(name, ids)
     sql, args = statement
+    # With more rows than a page or two, as a real table has (a tiny one is scanned instead).
+    await repository.create_many([*new_tasks(300), *(NewTask(i, "t", "d", None) for i in ids)])
     async with one_connection(direct.database) as cursor:
+        # As a transition leaves them: its token in the rows it moved (a row read as a
+        # constant that does not match would leave nothing to plan).
+        await cursor.execute(
+            f"UPDATE tasks SET claim_token = %s WHERE id IN ({', '.join(['%s'] * len(ids))})",
+            ["t" * 32, *ids],
+        )
         # @was as cancel sets it: from a status column (a literal has another collation).
         await cursor.execute(
-            "SET @moved = 1, @was = (SELECT status FROM task_counts WHERE status = 'PENDING'"
-            " LIMIT 1)"
+            "SET @was = (SELECT status FROM task_counts WHERE status = 'PENDING' LIMIT 1)"
         )
         await cursor.execute(f"EXPLAIN {sql}", args)
         names = [column[0].lower() for column in cursor.description]
-        [plan] = [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
-    assert plan["key"] == "PRIMARY", plan
-    assert plan["type"] in ("const", "range"), plan
-    assert int(plan["rows"]) <= 2, plan
+        plans = [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+    for plan in plans:
+        table = str(plan["table"] or "")
+        if table == "tasks" or table == "t":
+            assert plan["key"] == "PRIMARY", plan
+            assert plan["type"] in ("const", "range", "eq_ref"), plan
+            assert int(plan["rows"]) <= len(ids), plan
+        elif table == "task_counts":
+            assert int(plan["rows"] or 0) <= 1, plan  # the row it inserts, nothing read
+        else:  # the statuses' derived table and its UNION parts: two rows, no table read
+            assert int(plan["rows"] or 0) <= 2, plan
+            assert plan["key"] is None, plan
+    assert any(str(plan["table"]) in ("t", "task_counts") for plan in plans), plans
+
+
+async def test_each_tenant_is_counted_apart_even_in_one_batch(
+    repository: MySQLTaskRepository, direct: Settings
+) -> None:
+    tenants = ["", "alice", "bob.example-2"]
+    tasks = [
+        NewTask(str(uuid.uuid4()), f"t{n}", "d", None, tenant=tenants[n % 3]) for n in range(12)
+    ]
+    ids = [task.task_id for task in tasks]
+    await repository.create_many(tasks[:9])  # three tenants in one batch
+    await repository.create(tasks[9])
+    await repository.claim_many([ClaimRequest(task_id) for task_id in ids[:8]], lease_seconds=60)
+    await repository.complete_many([(task_id, None) for task_id in ids[:5]])
+    assert await repository.fail(ids[5], "boom")
+    await repository.cancel(ids[6])  # PROCESSING
+    await repository.cancel(ids[8])  # PENDING
+    assert await repository.reset_failed(ids[5]) is not None
+    for tenant in (*tenants, "nobody"):
+        rows = await query(
+            direct.database,
+            "SELECT status, COUNT(*) FROM tasks WHERE tenant = %s GROUP BY status",
+            tenant,
+        )
+        found = {TaskStatus(status): int(n) for status, n in rows}
+        expected = {status: found.get(status, 0) for status in TaskStatus}
+        assert await repository.count_by_status(tenant) == expected, tenant
+    assert (await repository.count_by_status("alice"))[TaskStatus.COMPLETED] == 2

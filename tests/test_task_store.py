@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -298,7 +299,29 @@ async def test_each_list_statement_reads_an_index_without_sorting(
         await cursor.execute(f"EXPLAIN {sql}", args)
         names = [column[0].lower() for column in cursor.description]
         [plan] = [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
-    expected = "idx_tasks_status_created" if status else "idx_tasks_created"
+    expected = "idx_tasks_tenant_status_created" if status else "idx_tasks_tenant_created"
     assert plan["key"] == expected, plan
     assert "filesort" not in (plan["extra"] or "").lower(), plan
     assert plan["type"] in ("ref", "range", "index"), plan
+
+
+async def test_a_tenants_list_holds_only_its_own_tasks_from_its_own_index_range(
+    repository: MySQLTaskRepository, direct: Settings
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    mine = [replace(new_task(f"mine {n}"), tenant=tenant) for n in range(3)]
+    await repository.create_many([new_task(f"other {n}") for n in range(500)])
+    await repository.create_many([*mine, replace(new_task("elsewhere"), tenant="someone-else")])
+
+    page, more = await repository.list_tasks(TaskQuery(tenant=tenant, limit=10))
+    assert {record.task_id for record in page} == {task.task_id for task in mine}
+    assert not more
+    assert {record.tenant for record in page} == {tenant}
+    assert not (await repository.list_tasks(TaskQuery(tenant="nobody")))[0]
+    for status in (None, TaskStatus.PENDING):
+        sql, args = _list_statement(TaskQuery(tenant=tenant), status)
+        async with one_connection(direct.database) as cursor:
+            await cursor.execute(f"EXPLAIN {sql}", args)
+            names = [column[0].lower() for column in cursor.description]
+            [plan] = [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+        assert int(plan["rows"]) <= 10, plan  # the tenant's range, not the 500 others

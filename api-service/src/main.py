@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from api.auth import install_api_keys
+from api.headers import ResponseHeaders, install_cors
 from api.health import health_routes
 from api.metrics import ApiMetrics, install_metrics
 from api.middleware import BodySizeLimit, UnhandledErrors
@@ -179,7 +180,9 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
     install_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_api_keys(app, settings)
-    app.add_middleware(UnhandledErrors)  # added last, so it wraps everything above
+    install_cors(app, settings)  # outside the keys: a preflight carries none
+    app.add_middleware(UnhandledErrors)  # outside the layers above: their errors are its 500s
+    app.add_middleware(ResponseHeaders)  # outside even that: its 500s carry them too
     if metrics is not None:  # outside UnhandledErrors, to count its 500s
         install_metrics(app, metrics, backends.outbox_backlog)
     install_tracing(app)  # outside even that: the request's ids are on its 500s too
@@ -233,6 +236,7 @@ def _serve(settings: Settings, app: FastAPI | str) -> None:
         log_config=None,
         access_log=False,
         proxy_headers=True,
+        server_header=False,  # no "server: uvicorn" (nor a version) on every answer
         # On SIGTERM: no new connections, and the requests in flight get this long to finish.
         timeout_graceful_shutdown=settings.api_shutdown_grace_seconds,
     )

@@ -71,7 +71,6 @@ async def test_each_task_gets_its_own_uuid4(client: httpx.AsyncClient) -> None:
         {"title": "t", "description": "d" * 65536},
         {"title": "t", "description": "d", "metadata": {"nested": {"list": [1, None, "x"]}}},
         {"title": "t", "description": "d", "metadata": nested(30)},
-        {"title": "t", "description": "d", "metadata": {"k" * 65_535: 1}},
     ],
     ids=[
         "title-255",
@@ -79,7 +78,6 @@ async def test_each_task_gets_its_own_uuid4(client: httpx.AsyncClient) -> None:
         "description-64KiB",
         "nested-metadata",
         "metadata-30-deep",
-        "metadata-key-64KiB",
     ],
 )
 async def test_accepts_every_valid_shape(client: httpx.AsyncClient, body: dict[str, Any]) -> None:

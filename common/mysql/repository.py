@@ -53,7 +53,8 @@ class ClaimRequest:
 _COLUMNS = (
     "id, title, description, status, metadata, attempts, last_error,"
     " created_at, updated_at, completed_at, started_at,"
-    " type, payload, timeout_seconds, result, progress, progress_note, run_at, callback_url"
+    " type, payload, timeout_seconds, result, progress, progress_note, run_at, callback_url,"
+    " tenant"
 )
 
 
@@ -71,7 +72,7 @@ def _json_text(value: object) -> str | None:
 
 def _record(row: tuple[Any, ...]) -> TaskRecord:
     task_id, title, description, status, metadata, attempts, last_error, *rest = row
-    times, (task_type, payload, timeout_seconds, result, progress, note, run_at, url) = (
+    times, (task_type, payload, timeout_seconds, result, progress, note, run_at, url, tenant) = (
         rest[:4],
         rest[4:],
     )
@@ -98,6 +99,7 @@ def _record(row: tuple[Any, ...]) -> TaskRecord:
         progress_note=note,
         run_at=_utc(run_at),
         callback=None if url is None else callback_of(url, None),
+        tenant=tenant,
     )
 
 
@@ -113,9 +115,9 @@ def _claim_of(row: tuple[Any, ...] | None, token: str, already_granted: bool) ->
 
 
 def _list_statement(query: TaskQuery, status: TaskStatus | None) -> tuple[str, list[object]]:
-    """One index range, read backwards: (status,) created_at, id."""
-    conditions: list[str] = []
-    args: list[object] = []
+    """One index range of the tenant's rows, read backwards: (status,) created_at, id."""
+    conditions: list[str] = ["tenant = %s"]
+    args: list[object] = [query.tenant]
     if status is not None:
         conditions.append("status = %s")
         args.append(status.value)
@@ -131,8 +133,8 @@ def _list_statement(query: TaskQuery, status: TaskStatus | None) -> tuple[str, l
         created_at, task_id = query.after
         conditions.append("created_at <= %s AND (created_at < %s OR id < %s)")
         args += [_naive(created_at), _naive(created_at), task_id]
-    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    index = "idx_tasks_created" if status is None else "idx_tasks_status_created"
+    where = f" WHERE {' AND '.join(conditions)}"
+    index = "idx_tasks_tenant_created" if status is None else "idx_tasks_tenant_status_created"
     args.append(query.limit + 1)
     return (
         f"SELECT {_COLUMNS} FROM tasks FORCE INDEX ({index}){where}"
@@ -154,16 +156,17 @@ def _insert_statements(tasks: Sequence[NewTask], now: datetime) -> list[Statemen
         values += [task.task_id, task.title, task.description, _json_text(task.metadata)]
         values += [task.type, _json_text(task.payload), task.timeout_seconds]
         values += [None if task.run_at is None else _naive(task.run_at), task.callback_url]
-        values += [naive, naive]
+        values += [naive, naive, task.tenant]
         events += [task.task_id, naive]
-    rows = ", ".join(["(%s, %s, %s, 'PENDING', %s, %s, %s, %s, %s, %s, %s, %s)"] * len(tasks))
+    rows = ", ".join(["(%s, %s, %s, 'PENDING', %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(tasks))
     return [
         (
             "INSERT INTO tasks (id, title, description, status, metadata, type, payload,"
-            f" timeout_seconds, run_at, callback_url, created_at, updated_at) VALUES {rows}",
+            " timeout_seconds, run_at, callback_url, created_at, updated_at, tenant)"
+            f" VALUES {rows}",
             values,
         ),
-        counts.created(len(tasks)),
+        counts.created([task.tenant for task in tasks]),
         (
             "INSERT INTO task_events (task_id, kind, status, attempts, created_at) VALUES "
             + ", ".join(["(%s, 'created', 'PENDING', 0, %s)"] * len(tasks)),
@@ -444,9 +447,9 @@ class MySQLTaskRepository:
             # batch of one task (the usual case below saturation) no read-back is needed.
             # PENDING rows first, then PROCESSING ones whose lease ran out (or that a
             # redelivery takes over), in a statement of their own: only the first move
-            # changes the counts.
+            # changes the counts (counted before the second marks its rows with the token).
             (_claim_sql(len(ids), "status = 'PENDING'"), [lease, token, *ids]),
-            counts.MOVED_ROWS,
+            counts.moved(ids, token, TaskStatus.PENDING, TaskStatus.PROCESSING),
             (
                 _claim_sql(
                     len(ids),
@@ -456,7 +459,6 @@ class MySQLTaskRepository:
                 ),
                 [lease, token, *ids, token, *stealing],
             ),
-            counts.moved(TaskStatus.PENDING, TaskStatus.PROCESSING),
             events_statement(EventKind.STARTED, ids, token=token),
         ]
         state: Statement = (
@@ -507,8 +509,7 @@ class MySQLTaskRepository:
                 f" WHERE id IN ({in_clause(len(ids))}) AND status = 'PROCESSING'",
                 [*values, token, *ids],
             ),
-            counts.MOVED_ROWS,
-            counts.moved(TaskStatus.PROCESSING, TaskStatus.COMPLETED),
+            counts.moved(ids, token, TaskStatus.PROCESSING, TaskStatus.COMPLETED),
             events_statement(EventKind.COMPLETED, ids, token=token),
             deliveries_statement(ids, token=token),
         ]
@@ -566,8 +567,7 @@ class MySQLTaskRepository:
                 " WHERE id = %s AND status = %s",
                 [target.value, *values, token, task_id, source.value],
             ),
-            counts.MOVED_ROWS,
-            counts.moved(source, target),
+            counts.moved([task_id], token, source, target),
             events_statement(kind, [task_id], token=token),
         ]
         if target in FINAL_STATUSES:
@@ -625,8 +625,7 @@ class MySQLTaskRepository:
                     " WHERE id = %s AND status IN ('PENDING', 'PROCESSING')",
                     [token, task_id],
                 ),
-                counts.MOVED_ROWS,
-                counts.moved_from_variable("@was", TaskStatus.CANCELLED),
+                counts.moved_from_variable([task_id], token, "@was", TaskStatus.CANCELLED),
                 events_statement(EventKind.CANCELLED, [task_id], token=token),
                 deliveries_statement([task_id], token=token),
             ]
@@ -641,8 +640,9 @@ class MySQLTaskRepository:
     async def list_tasks(self, query: TaskQuery) -> tuple[list[TaskRecord], bool]:
         """A page of the list, newest first, and whether there is more after it.
 
-        Each status is read from its own index in (created_at, id) order (all tasks from
-        idx_tasks_created), `limit + 1` rows at most, so the cost depends on the page size,
+        Only the query's tenant's rows: each status is read from its range of
+        idx_tasks_tenant_status_created in (created_at, id) order (all statuses from
+        idx_tasks_tenant_created), `limit + 1` rows at most, so the cost depends on the page size,
         never on how deep the page is; several statuses are merged here.
         """
         statuses: list[TaskStatus | None] = [*sorted(query.statuses)] or [None]
@@ -655,10 +655,10 @@ class MySQLTaskRepository:
         rows.sort(key=lambda record: (record.created_at, record.task_id), reverse=True)
         return await self._with_callbacks(rows[: query.limit]), len(rows) > query.limit
 
-    async def count_by_status(self) -> dict[TaskStatus, int]:
-        """How many tasks have each status (0 included), from task_counts."""
+    async def count_by_status(self, tenant: str = "") -> dict[TaskStatus, int]:
+        """How many of `tenant`'s tasks have each status (0 included), from task_counts."""
         async with self._database.cursor() as cursor:
-            await cursor.execute(counts.TOTALS)
+            await cursor.execute(counts.TOTALS, (tenant,))
             found = {TaskStatus(status): int(count) for status, count in await cursor.fetchall()}
         return {status: found.get(status, 0) for status in TaskStatus}
 

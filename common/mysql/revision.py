@@ -16,7 +16,7 @@ from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 
 async def database_revision(database: Database) -> str | None:

@@ -17,6 +17,7 @@ from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from common.settings import Settings
 from models.tasks import TaskCreate, TaskListQuery
 from services.idempotency import InvalidIdempotencyKey, parse_idempotency_key
 from services.webhooks.targets import TargetRefused, check_url
@@ -45,6 +46,19 @@ class SubmitRules:
     max_delay_seconds: int
     webhook_hosts: frozenset[str]  # WEBHOOK_ALLOWED_HOSTS
     webhooks_on: bool  # WEBHOOK_SECRET is set
+    # MAX_METADATA_BYTES, for `metadata` and `payload` each; the setting's default until the
+    # rules are built with `of`.
+    max_metadata_bytes: int = Settings.model_fields["max_metadata_bytes"].default
+
+    @classmethod
+    def of(cls, settings: Settings) -> SubmitRules:
+        """The rules the settings give."""
+        return cls(
+            max_delay_seconds=settings.max_delay_seconds,
+            webhook_hosts=settings.webhook_hosts,
+            webhooks_on=settings.webhook_secret is not None,
+            max_metadata_bytes=settings.max_metadata_bytes,
+        )
 
 
 async def task_create_body(request: Request, rules: SubmitRules) -> TypedTaskCreate:
@@ -54,7 +68,7 @@ async def task_create_body(request: Request, rules: SubmitRules) -> TypedTaskCre
     that FastAPI would."""
     require_json_body(request)
     try:
-        body = TaskCreate.model_validate_json(await request.body())
+        body = TaskCreate.from_json(await request.body(), max_json_bytes=rules.max_metadata_bytes)
     except ValidationError as exc:
         raise _body_errors(exc.errors(include_url=False)) from None
     payload, errors = body.type_errors()

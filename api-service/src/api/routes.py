@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 
+from api.auth import caller_of
 from api.deps import (
     SubmitRules,
     idempotency_key,
@@ -59,9 +60,6 @@ from services.tasks import (
 )
 
 logger = logging.getLogger(__name__)
-
-# Whose idempotency keys these are while the API runs without API keys.
-ANONYMOUS_CLIENT = ""
 
 ACCEPTED_HEADERS: dict[str, Any] = {
     "headers": {
@@ -117,7 +115,7 @@ def _list_scope(query: TaskListQuery) -> bytes:
     )
 
 
-def _task_query(query: TaskListQuery) -> TaskQuery:
+def _task_query(query: TaskListQuery, tenant: str) -> TaskQuery:
     after = None
     if query.cursor is not None:
         try:
@@ -132,6 +130,7 @@ def _task_query(query: TaskListQuery) -> TaskQuery:
         created_before=query.created_before,
         after=after,
         limit=query.limit,
+        tenant=tenant,
     )
 
 
@@ -144,11 +143,7 @@ def task_routes(
     repository, publisher = backends.repository, backends.publisher
     poll_after = settings.poll_after_seconds
     key_ttl_seconds = settings.idempotency_key_ttl_hours * 3600
-    rules = SubmitRules(
-        max_delay_seconds=settings.max_delay_seconds,
-        webhook_hosts=settings.webhook_hosts,
-        webhooks_on=settings.webhook_secret is not None,
-    )
+    rules = SubmitRules.of(settings)
 
     @router.post(
         "",
@@ -175,10 +170,11 @@ def task_routes(
         key = idempotency_key(request)
         typed = await task_create_body(request, rules)
         body = typed.body
+        tenant = caller_of(request).owner
         stored_key = None
         if key is not None:
             stored_key = IdempotencyKey(
-                client=ANONYMOUS_CLIENT,
+                client=tenant,  # a key is its tenant's: two tenants may use the same one
                 key=key,
                 fingerprint=fingerprint(body.model_dump(mode="json")),
                 ttl_seconds=key_ttl_seconds,
@@ -195,6 +191,7 @@ def task_routes(
             run_at=typed.run_at,
             callback_url=body.callback_url,
             idempotency_key=stored_key,
+            tenant=tenant,
         )
         run_at = record.run_at
         scheduled = run_at is not None and run_at > datetime.now(UTC)
@@ -217,7 +214,9 @@ def task_routes(
         range. Pass the answer's `next_cursor` as `cursor` (with the same filters) for the
         next page. Each page is read from an index: as fast 10,000 rows deep as on top."""
         query = task_list_query(request)
-        records, more = await list_tasks(repository=repository, query=_task_query(query))
+        records, more = await list_tasks(
+            repository=repository, query=_task_query(query, caller_of(request).owner)
+        )
         last = records[-1] if more and records else None
         cursor = (
             None
@@ -233,7 +232,7 @@ def task_routes(
         responses=problem_responses(500, 503),
     )
     async def stats(request: Request) -> Response:
-        counts = await task_counts(repository=repository)
+        counts = await task_counts(repository=repository, tenant=caller_of(request).owner)
         return _json(
             {"counts": {s.value: n for s, n in counts.items()}, "total": sum(counts.values())}
         )
@@ -245,7 +244,9 @@ def task_routes(
         responses=problem_responses(404, 500, 503),
     )
     async def read_task(task_id: str, request: Request) -> Response:
-        record = await get_task(repository=repository, task_id=task_id)
+        record = await get_task(
+            repository=repository, task_id=task_id, tenant=caller_of(request).owner
+        )
         return Response(TaskPublic.json_of(record), media_type="application/json")
 
     @router.post(
@@ -260,7 +261,10 @@ def task_routes(
         at once too, and the worker running it stops its work within a second. A task that
         is already COMPLETED, FAILED or CANCELLED answers 409 with its status."""
         record = await cancel_task(
-            repository=repository, broadcast_cancel=backends.broadcast_cancel, task_id=task_id
+            repository=repository,
+            broadcast_cancel=backends.broadcast_cancel,
+            task_id=task_id,
+            tenant=caller_of(request).owner,
         )
         return Response(TaskPublic.json_of(record), media_type="application/json")
 
@@ -293,7 +297,12 @@ def task_routes(
     )
     async def retry_failed_task(task_id: str, request: Request) -> Response:
         """Put a FAILED task back to PENDING (attempts start again from zero) and queue it."""
-        record = await retry_task(repository=repository, publisher=publisher, task_id=task_id)
+        record = await retry_task(
+            repository=repository,
+            publisher=publisher,
+            task_id=task_id,
+            tenant=caller_of(request).owner,
+        )
         return _accepted(record, "Task queued again", poll_after=poll_after)
 
     return router
@@ -309,7 +318,7 @@ async def _event_stream(
     """The answer of GET /api/tasks/{task_id}/events (see `events` above)."""
     repository = backends.repository
     after = last_event_id(request)
-    record = await get_task(repository=repository, task_id=task_id)
+    record = await get_task(repository=repository, task_id=task_id, tenant=caller_of(request).owner)
     if after is not None and record.is_final:
         # A client reconnecting after the end (as EventSource does): 204 tells it to stop.
         missed = await repository.events_after(record.task_id, after, limit=1)

@@ -18,6 +18,7 @@ from pydantic import (
     PlainSerializer,
     StrictStr,
     ValidationError,
+    ValidationInfo,
 )
 
 from common.task_types import CATALOGUE, DEFAULT_TYPE, TaskType
@@ -44,6 +45,9 @@ def _within_64_kib(value: str) -> str:
 # object key over 65,535 bytes.
 MAX_METADATA_DEPTH = 30
 MAX_METADATA_KEY_BYTES = 65_535
+# The validation context's key for MAX_METADATA_BYTES (TaskCreate.from_json): a setting, so
+# the model is told it rather than reading it.
+_MAX_JSON_BYTES = "max_json_bytes"
 
 
 def _shape_problem(value: object, depth: int = 1) -> str | None:
@@ -61,20 +65,25 @@ def _shape_problem(value: object, depth: int = 1) -> str | None:
     return next(filter(None, (_shape_problem(child, depth + 1) for child in children)), None)
 
 
-def _storable(value: dict[str, Any] | None) -> dict[str, Any] | None:
+def _storable(value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
     """Refuses what MySQL or MariaDB would not store: integers beyond 64 bits and (by overflow,
     as 1e400) infinity, which do not survive a round trip through orjson; nesting too deep;
-    keys too long."""
-    if value is not None:
-        try:
-            same = orjson.loads(orjson.dumps(value)) == value
-        except orjson.JSONEncodeError:
-            same = False
-        if not same:
-            raise ValueError("must hold only integers within 64 bits and finite numbers")
-        problem = _shape_problem(value)
-        if problem:
-            raise ValueError(problem)
+    keys too long. And, when the validation context gives MAX_METADATA_BYTES, compact JSON
+    longer than that (measured on the dump the round trip needs anyway)."""
+    if value is None:
+        return None
+    try:
+        dumped: bytes | None = orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        dumped = None
+    limit = info.context.get(_MAX_JSON_BYTES) if info.context else None
+    if dumped is not None and limit is not None and len(dumped) > limit:
+        raise ValueError(f"must be at most MAX_METADATA_BYTES ({limit:,}) bytes as compact JSON")
+    if dumped is None or orjson.loads(dumped) != value:
+        raise ValueError("must hold only integers within 64 bits and finite numbers")
+    problem = _shape_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -140,8 +149,9 @@ class TaskCreate(BaseModel):
         AfterValidator(_storable),
         Field(
             description=(
-                "Any JSON object: its integers must fit in 64 bits, its numbers be finite, its"
-                f" nesting at most {MAX_METADATA_DEPTH} levels deep, its keys at most"
+                "Any JSON object, at most MAX_METADATA_BYTES (16 KiB by default) as compact"
+                " JSON: its integers must fit in 64 bits, its numbers be finite, its nesting at"
+                f" most {MAX_METADATA_DEPTH} levels deep, its keys at most"
                 f" {MAX_METADATA_KEY_BYTES:,} bytes."
             )
         ),
@@ -157,7 +167,10 @@ class TaskCreate(BaseModel):
     payload: Annotated[
         dict[str, Any] | None,
         AfterValidator(_storable),
-        Field(description="The type's input, valid for its `payload_schema`."),
+        Field(
+            description="The type's input, valid for its `payload_schema`; bounded as"
+            " `metadata` is (MAX_METADATA_BYTES, nesting, keys, numbers)."
+        ),
     ] = None
     timeout_seconds: Annotated[
         int | None,
@@ -195,6 +208,12 @@ class TaskCreate(BaseModel):
             " resolve to public addresses, or be listed in WEBHOOK_ALLOWED_HOSTS.",
         ),
     ] = None
+
+    @classmethod
+    def from_json(cls, raw: bytes, *, max_json_bytes: int) -> TaskCreate:
+        """The body validated in one pass, `metadata` and `payload` each at most
+        `max_json_bytes` bytes of compact JSON (MAX_METADATA_BYTES)."""
+        return cls.model_validate_json(raw, context={_MAX_JSON_BYTES: max_json_bytes})
 
     def schedule_errors(
         self, now: datetime, max_delay_seconds: int

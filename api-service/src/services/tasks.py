@@ -1,5 +1,10 @@
 """Use cases of the API: accept a task (once per idempotency key), read and list tasks,
-cancel one, re-drive one after it FAILED."""
+cancel one, re-drive one after it FAILED.
+
+Each takes the caller's `tenant` (the API key's name, '' while keys are off) and touches only
+that tenant's tasks: another tenant's task is TaskNotFound, the same answer as an id nobody
+has, after the same one read by id.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ async def submit_task(
     run_at: datetime | None = None,
     callback_url: str | None = None,
     idempotency_key: IdempotencyKey | None = None,
+    tenant: str = "",
 ) -> tuple[TaskRecord, bool]:
     """Store the task (PENDING, not yet dispatched) and try to publish it at once, unless
     `run_at` is still ahead; with an idempotency key already stored, the task it names
@@ -53,6 +59,7 @@ async def submit_task(
         timeout_seconds=timeout_seconds,
         run_at=run_at,
         callback_url=callback_url,
+        tenant=tenant,
     )
     if idempotency_key is None:
         record, replayed = await repository.create(task), False
@@ -97,20 +104,20 @@ async def dispatch(
     return True
 
 
-async def get_task(*, repository: TaskRepository, task_id: str) -> TaskRecord:
+async def get_task(*, repository: TaskRepository, task_id: str, tenant: str) -> TaskRecord:
     # A malformed id cannot name a task: answer 404 without asking the database.
     record = await repository.get(task_id.lower()) if is_task_id(task_id.lower()) else None
-    if record is None:
+    if record is None or record.tenant != tenant:
         raise TaskNotFound(task_id)
     bind(task_id=record.task_id)  # on every record logged for the rest of the request
     return record
 
 
 async def retry_task(
-    *, repository: TaskRepository, publisher: TaskPublisher, task_id: str
+    *, repository: TaskRepository, publisher: TaskPublisher, task_id: str, tenant: str
 ) -> TaskRecord:
     """FAILED -> PENDING with a fresh attempt budget, dispatched like a new task."""
-    current = await get_task(repository=repository, task_id=task_id)
+    current = await get_task(repository=repository, task_id=task_id, tenant=tenant)
     record = await repository.reset_failed(current.task_id)
     if record is None:
         raise TaskNotFailed(current.task_id, current.status)
@@ -120,12 +127,12 @@ async def retry_task(
 
 
 async def cancel_task(
-    *, repository: TaskRepository, broadcast_cancel: Broadcast, task_id: str
+    *, repository: TaskRepository, broadcast_cancel: Broadcast, task_id: str, tenant: str
 ) -> TaskRecord:
     """PENDING or PROCESSING -> CANCELLED at once. A PROCESSING task's work is stopped by the
     worker that holds it, told through the broker; whatever that worker does next, the row
     stays CANCELLED (completing is conditional on PROCESSING)."""
-    current = await get_task(repository=repository, task_id=task_id)
+    current = await get_task(repository=repository, task_id=task_id, tenant=tenant)
     cancellation = await repository.cancel(current.task_id)
     if cancellation is None:
         raise TaskNotFound(task_id)
@@ -145,5 +152,5 @@ async def list_tasks(
     return await repository.list_tasks(query)
 
 
-async def task_counts(*, repository: TaskRepository) -> dict[TaskStatus, int]:
-    return await repository.count_by_status()
+async def task_counts(*, repository: TaskRepository, tenant: str) -> dict[TaskStatus, int]:
+    return await repository.count_by_status(tenant)
