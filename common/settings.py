@@ -102,6 +102,19 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     # The largest `metadata`, and likewise `payload`, of a new task: bytes of its compact JSON.
     max_metadata_bytes: int = Field(default=16_384, ge=256)
+    # A token bucket per caller on /api/ (per API key, or per client address while keys are
+    # off), in each API process: RATE_LIMIT_BURST requests at once (0: one second's worth),
+    # refilled at RATE_LIMIT_PER_SECOND (0: no limit).
+    rate_limit_per_second: float = Field(default=0.0, ge=0)
+    rate_limit_burst: int = Field(default=0, ge=0, le=1_000_000)
+    # Event streams one tenant may hold open on one API process at once.
+    max_streams_per_tenant: int = Field(default=100, ge=1)
+    # A request must arrive whole (head and body) within this long of its connection opening
+    # or of its first byte (408 otherwise), with at most MAX_HEADERS headers of at most
+    # MAX_HEADER_BYTES in all (431 otherwise): see api-service/src/api/http_guard.py.
+    request_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_headers: int = Field(default=100, ge=10, le=10_000)
+    max_header_bytes: int = Field(default=32_768, ge=1024, le=16 * 1024 * 1024)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     retry_after_seconds: int = Field(default=5, ge=1)
     dispatch_interval_seconds: float = Field(default=1.0, gt=0)

@@ -22,10 +22,13 @@ from fastapi import FastAPI
 from api.auth import install_api_keys
 from api.headers import ResponseHeaders, install_cors
 from api.health import health_routes
+from api.http_guard import IMPORT_STRING as HTTP_PROTOCOL
+from api.http_guard import GuardedHttpToolsProtocol, RequestLimits
 from api.metrics import ApiMetrics, install_metrics
 from api.middleware import BodySizeLimit, UnhandledErrors
 from api.openapi import install_openapi
 from api.problems import install_problem_handlers
+from api.rate_limit import install_rate_limit
 from api.routes import task_routes, task_type_routes
 from api.tracing import install_tracing
 from common.amqp import Broker, Signal
@@ -179,6 +182,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
     install_problem_handlers(app, retry_after_seconds=settings.retry_after_seconds)
     install_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_rate_limit(app, settings)  # inside the keys, which name the caller
     install_api_keys(app, settings)
     install_cors(app, settings)  # outside the keys: a preflight carries none
     app.add_middleware(UnhandledErrors)  # outside the layers above: their errors are its 500s
@@ -227,6 +231,7 @@ def run() -> None:
 
 
 def _serve(settings: Settings, app: FastAPI | str) -> None:
+    GuardedHttpToolsProtocol.limits = RequestLimits.of(settings)
     uvicorn.run(
         app,
         factory=settings.api_workers > 1,
@@ -236,6 +241,8 @@ def _serve(settings: Settings, app: FastAPI | str) -> None:
         log_config=None,
         access_log=False,
         proxy_headers=True,
+        # httptools, with the read timeout and header bounds it lacks (api/http_guard.py).
+        http=HTTP_PROTOCOL,
         server_header=False,  # no "server: uvicorn" (nor a version) on every answer
         # On SIGTERM: no new connections, and the requests in flight get this long to finish.
         timeout_graceful_shutdown=settings.api_shutdown_grace_seconds,

@@ -4,8 +4,6 @@ outside the API keys so that a preflight needs none."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,7 +22,7 @@ from common.tasks import NewTask
 from main import create_app
 from services.backends import Backends
 from testkit.fakes import InMemoryTaskRepository, RecordingPublisher
-from testkit.polling import wait_until
+from testkit.serving import served
 
 pytestmark = pytest.mark.unit
 
@@ -138,26 +136,12 @@ async def test_uvicorn_runs_without_a_server_header(monkeypatch: pytest.MonkeyPa
     assert given["server_header"] is False
     assert "date_header" not in given
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, **given))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await wait_until(lambda: _started(server), timeout=10, interval=0.01, what="uvicorn")
-        host, port = sock.getsockname()
-        async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as real:
-            answer = await real.get("/health/live")
-    finally:
-        server.should_exit = True
-        await serving
+    async with served(app, **given) as base_url, httpx.AsyncClient(base_url=base_url) as real:
+        answer = await real.get("/health/live")
     assert answer.status_code == 200
     assert "server" not in answer.headers
     assert answer.headers["date"].endswith(" GMT")
     assert answer.headers["x-content-type-options"] == "nosniff"
-
-
-async def _started(server: uvicorn.Server) -> bool:
-    return server.started
 
 
 async def test_cors_is_off_by_default(client: httpx.AsyncClient) -> None:

@@ -61,6 +61,12 @@ _EXAMPLES: dict[int, dict[str, Any]] = {
         "detail": "this Idempotency-Key was already used with a different request body",
         "instance": "/api/tasks",
     },
+    429: {
+        "type": "/problems/rate-limited",
+        "title": "Too Many Requests",
+        "status": 429,
+        "detail": "Too many requests: at most 20 at once and 10 a second; retry after 1 s.",
+    },
     500: {
         "type": "about:blank",
         "title": "Internal Server Error",
@@ -85,6 +91,9 @@ _DESCRIPTIONS = {
     422: "The Idempotency-Key was used before with a different body.",
     413: "The body is larger than MAX_BODY_BYTES.",
     415: "The body is not declared as JSON.",
+    429: "Over the caller's rate limit (RATE_LIMIT_PER_SECOND, RATE_LIMIT_BURST: `RateLimit` and"
+    " `Retry-After` say when to come back) or, for an event stream, over"
+    " MAX_STREAMS_PER_TENANT open at once.",
     500: "An unexpected error; details are in the server log, not in the answer.",
     503: "The database did not answer; try again after Retry-After seconds. (A broker outage"
     " is no 503: the task is accepted and its message sent once the broker is back.)",
@@ -125,7 +134,7 @@ def install_openapi(app: FastAPI) -> None:
                 components.update(schema.pop("$defs", {}))
                 components[model.__name__] = schema
             _drop_422(document)
-            _add_security(document)
+            _add_keys_and_limits(document)
             app.openapi_schema = document
         return app.openapi_schema
 
@@ -148,10 +157,10 @@ def _drop_422(document: dict[str, Any]) -> None:
 SECURITY_SCHEME = "apiKey"
 
 
-def _add_security(document: dict[str, Any]) -> None:
+def _add_keys_and_limits(document: dict[str, Any]) -> None:
     """Every /api/ operation takes an API key (`Authorization: Bearer`) once API_KEYS is set,
     and none while it is empty (the default): both are listed, the key first, with the 401
-    the key can bring."""
+    the key can bring, and the 429 of the rate limit (when RATE_LIMIT_PER_SECOND is set)."""
     document["components"]["securitySchemes"] = {
         SECURITY_SCHEME: {
             "type": "http",
@@ -167,5 +176,5 @@ def _add_security(document: dict[str, Any]) -> None:
             operation["security"] = [{SECURITY_SCHEME: []}, {}]
             responses = operation.setdefault("responses", {})
             responses.update(
-                {str(status): entry for status, entry in problem_responses(401).items()}
+                {str(code): entry for code, entry in problem_responses(401, 429).items()}
             )

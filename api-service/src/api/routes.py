@@ -7,7 +7,7 @@ reaches its collaborators through one typed object, the fakes in tests included.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +15,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from api.auth import caller_of
 from api.deps import (
@@ -33,6 +34,7 @@ from api.docs import (
 from api.lean_route import LeanRoute
 from api.metrics import ApiMetrics
 from api.openapi import problem_responses
+from api.problems import problem
 from common.errors import DependencyUnavailable
 from common.settings import Settings
 from common.task_types import CATALOGUE
@@ -60,6 +62,8 @@ from services.tasks import (
 )
 
 logger = logging.getLogger(__name__)
+
+TOO_MANY_STREAMS_PROBLEM = "/problems/too-many-streams"
 
 ACCEPTED_HEADERS: dict[str, Any] = {
     "headers": {
@@ -144,6 +148,7 @@ def task_routes(
     poll_after = settings.poll_after_seconds
     key_ttl_seconds = settings.idempotency_key_ttl_hours * 3600
     rules = SubmitRules.of(settings)
+    streams = StreamSlots(settings.max_streams_per_tenant)
 
     @router.post(
         "",
@@ -274,7 +279,7 @@ def task_routes(
         responses={
             200: EVENTS_RESPONSE,
             204: {"description": "The task ended before the Last-Event-ID sent: nothing more."},
-            **problem_responses(400, 404, 500, 503),
+            **problem_responses(400, 404, 429, 500, 503),
         },
         openapi_extra={"parameters": [LAST_EVENT_ID_PARAMETER]},
     )
@@ -285,7 +290,7 @@ def task_routes(
         `Last-Event-ID` sends every event after that one first, with no gap or repeat; after
         the final event there is nothing more, and the answer is 204 (an EventSource then
         stops reconnecting). A stopping API process ends its streams: clients reconnect."""
-        return await _event_stream(backends, settings, task_id, request, metrics)
+        return await _event_stream(backends, settings, task_id, request, streams, metrics)
 
     @router.post(
         "/{task_id}/retry",
@@ -308,17 +313,56 @@ def task_routes(
     return router
 
 
+class StreamSlots:
+    """How many event streams each tenant holds open in this process, bounded
+    (MAX_STREAMS_PER_TENANT): one stream more is a 429."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def take(self, tenant: str) -> bool:
+        held = self._open.get(tenant, 0)
+        if held >= self.limit:
+            return False
+        self._open[tenant] = held + 1
+        return True
+
+    def give_back(self, tenant: str) -> None:
+        held = self._open.pop(tenant, 1) - 1
+        if held:
+            self._open[tenant] = held
+
+
+class _HeldStream(StreamingResponse):
+    """A stream that gives its slot back however it ends (finished, client gone, cancelled)."""
+
+    def __init__(
+        self, content: AsyncIterator[bytes], release: Callable[[], None], **options: Any
+    ) -> None:
+        super().__init__(content, **options)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
 async def _event_stream(
     backends: Backends,
     settings: Settings,
     task_id: str,
     request: Request,
+    streams: StreamSlots,
     metrics: ApiMetrics | None = None,
 ) -> Response:
     """The answer of GET /api/tasks/{task_id}/events (see `events` above)."""
     repository = backends.repository
     after = last_event_id(request)
-    record = await get_task(repository=repository, task_id=task_id, tenant=caller_of(request).owner)
+    tenant = caller_of(request).owner
+    record = await get_task(repository=repository, task_id=task_id, tenant=tenant)
     if after is not None and record.is_final:
         # A client reconnecting after the end (as EventSource does): 204 tells it to stop.
         missed = await repository.events_after(record.task_id, after, limit=1)
@@ -331,9 +375,18 @@ async def _event_stream(
         last_event_id=after,
         heartbeat_seconds=settings.events_heartbeat_seconds,
     )
+    if not streams.take(tenant):
+        return problem(
+            429,
+            f"At most {streams.limit} event streams may be open at once (MAX_STREAMS_PER_TENANT);"
+            " close one first.",
+            type_=TOO_MANY_STREAMS_PROBLEM,
+            headers={"Retry-After": str(settings.retry_after_seconds)},
+        )
     quiet = _ending_quietly(stream, record.task_id)
-    return StreamingResponse(
+    return _HeldStream(
         quiet if metrics is None else metrics.streaming(quiet),
+        lambda: streams.give_back(tenant),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
