@@ -65,6 +65,15 @@ class TaskNotCancellable(TaskServiceError):
         self.status = status
 
 
+class TooMuchWaiting(TaskServiceError):
+    """New submissions are refused while more than MAX_BACKLOG tasks wait (backpressure)."""
+
+    def __init__(self, waiting: int, limit: int) -> None:
+        super().__init__(
+            f"{waiting:,} tasks wait already, more than MAX_BACKLOG ({limit:,}); try again later."
+        )
+
+
 class IdempotencyKeyReused(TaskServiceError):
     """The Idempotency-Key was first sent with another request body."""
 

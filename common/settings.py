@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     # A token bucket per caller on /api/ (per API key, or per client address while keys are
     # off), in each API process: RATE_LIMIT_BURST requests at once (0: one second's worth),
     # refilled at RATE_LIMIT_PER_SECOND (0: no limit).
+    # Backpressure: past MAX_BACKLOG tasks waiting (the outbox backlog, or the work queue's
+    # ready messages, whichever is more), new submissions are a 503 (0: no bound). The work
+    # queue itself holds at most MAX_QUEUE_LENGTH; a publish past it is refused by the
+    # broker, and the outbox sends that task once there is room.
+    max_backlog: int = Field(default=500_000, ge=0)
+    max_queue_length: int = Field(default=1_000_000, ge=1)
     rate_limit_per_second: float = Field(default=0.0, ge=0)
     rate_limit_burst: int = Field(default=0, ge=0, le=1_000_000)
     # Event streams one tenant may hold open on one API process at once.

@@ -43,6 +43,8 @@ from common.notifying import NotifyingTaskRepository
 from common.settings import Settings, load_settings
 from common.tracing import start_tracing
 from services.backends import Backends
+from services.backpressure import NONE as NO_BACKPRESSURE
+from services.backpressure import Backpressure
 from services.dispatcher import run_dispatcher
 from services.events import EventHub
 from services.housekeeping import run_key_purge
@@ -108,6 +110,15 @@ def connected_backends(settings: Settings, metrics: ApiMetrics | None = None) ->
         Signal.CHANGED, events.changed, on_listening=events.wake_all, on_demand=True
     )
 
+    async def outbox_waiting() -> int:
+        return (await outbox_backlog(database)).tasks
+
+    pressure = (
+        Backpressure(settings.max_backlog, (outbox_waiting, broker.publisher.queue_depth))
+        if settings.max_backlog
+        else NO_BACKPRESSURE
+    )
+
     @asynccontextmanager
     async def running() -> AsyncIterator[None]:
         await database.start()
@@ -133,6 +144,9 @@ def connected_backends(settings: Settings, metrics: ApiMetrics | None = None) ->
                 name="idempotency-key-purge",
             ),
         ]
+        if pressure is not NO_BACKPRESSURE:
+            watching = pressure.watch(interval_seconds=settings.dispatch_interval_seconds)
+            background.append(asyncio.create_task(watching, name="backpressure"))
         freeze_startup_objects()
         logger.info("api started", extra={"queue": settings.task_queue, "broker": broker.connected})
         try:
@@ -156,6 +170,7 @@ def connected_backends(settings: Settings, metrics: ApiMetrics | None = None) ->
         events=events,
         require_schema=lambda: require_schema_revision(database),
         outbox_backlog=lambda: outbox_backlog(database),
+        pressure=pressure,
         running=running,
     )
 

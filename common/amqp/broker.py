@@ -76,7 +76,7 @@ class Broker:
 
     async def _on_connect(self, session: BrokerSession) -> None:
         channel = await session.channel(publisher_confirms=True)
-        await self.topology.declare(channel)
+        await self.topology.declare(channel, probe=session.probe_channel)
         self.publisher.attach(session, channel)
         await self.signals.attach(await session.channel())
         self._subscription = None

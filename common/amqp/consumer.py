@@ -109,7 +109,7 @@ async def subscribe(
     )
     # The prefetch bounds the tasks in flight in this process.
     await channel.set_qos(prefetch_count=prefetch)
-    queue = await topology.declare(channel)
+    queue = await topology.declare(channel, probe=session.probe_channel)
 
     async def on_message(message: AbstractIncomingMessage) -> None:
         # Its trace (and span, with tracing on) and its task_id on every record logged.

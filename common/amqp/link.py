@@ -70,6 +70,11 @@ class BrokerSession:
         channel.close_callbacks.add(lambda *_: self.lost.set())
         return channel
 
+    async def probe_channel(self) -> AbstractChannel:
+        """A channel whose closing does not end the session: for a declare the broker may
+        refuse (it closes the channel it refuses on)."""
+        return await self.connection.channel()
+
 
 OnConnect = Callable[[BrokerSession], Awaitable[None]]
 

@@ -71,6 +71,15 @@ class AmqpTaskPublisher:
             confirmation = await self._sends.submit(outgoing)
             await confirmation
 
+    async def queue_depth(self) -> int:
+        """The work queue's ready messages: a passive declare on the publishing channel."""
+        channel = self._channel
+        if channel is None or not self.is_open:
+            raise BrokerUnavailable("RabbitMQ: not connected")
+        async with self._answered("queue depth"):
+            queue = await channel.declare_queue(self._topology.work_queue, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+
     async def ping(self) -> None:
         """A passive declare of the retry exchange: one round trip on the publishing channel."""
         channel = self._channel

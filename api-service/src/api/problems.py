@@ -20,6 +20,7 @@ from common.errors import (
     TaskNotCancellable,
     TaskNotFailed,
     TaskNotFound,
+    TooMuchWaiting,
 )
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ VALIDATION_PROBLEM = "/problems/validation-error"
 MALFORMED_JSON_PROBLEM = "/problems/malformed-json"
 UNAVAILABLE_PROBLEM = "/problems/service-unavailable"
 IDEMPOTENCY_KEY_REUSED_PROBLEM = "/problems/idempotency-key-reused"
+BACKPRESSURE_PROBLEM = "/problems/backpressure"
 
 
 def problem(
@@ -130,6 +132,15 @@ def install_problem_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
             instance=request.url.path,
         )
 
+    async def on_backlogged(request: Request, exc: Exception) -> Response:
+        return problem(
+            503,
+            str(exc),
+            type_=BACKPRESSURE_PROBLEM,
+            headers={"Retry-After": str(retry_after_seconds)},
+            instance=request.url.path,
+        )
+
     async def on_unavailable(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, DependencyUnavailable)
         logger.warning(
@@ -150,3 +161,4 @@ def install_problem_handlers(app: FastAPI, *, retry_after_seconds: int) -> None:
     app.add_exception_handler(TaskNotCancellable, on_wrong_status)
     app.add_exception_handler(IdempotencyKeyReused, on_key_reused)
     app.add_exception_handler(DependencyUnavailable, on_unavailable)
+    app.add_exception_handler(TooMuchWaiting, on_backlogged)

@@ -149,6 +149,7 @@ def task_routes(
     key_ttl_seconds = settings.idempotency_key_ttl_hours * 3600
     rules = SubmitRules.of(settings)
     streams = StreamSlots(settings.max_streams_per_tenant)
+    pressure = backends.pressure
 
     @router.post(
         "",
@@ -172,6 +173,7 @@ def task_routes(
         the first answer again (`Idempotent-Replayed: true`) instead of a second task; the
         same key with another body is a 422.
         """
+        pressure.check()  # TooMuchWaiting: a 503, before the body is read
         key = idempotency_key(request)
         typed = await task_create_body(request, rules)
         body = typed.body

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from common.metrics import OutboxBacklog, no_backlog
 from common.ports import TaskPublisher, TaskRepository
+from services.backpressure import NONE, Backpressure
 from services.events import EventHub
 
 
@@ -39,6 +40,8 @@ class Backends:
     require_schema: Callable[[], Awaitable[None]] = _schema_as_expected
     # Due tasks whose message is not yet confirmed, for the metrics (one indexed read).
     outbox_backlog: Callable[[], Awaitable[OutboxBacklog]] = no_backlog
+    # Whether new submissions are refused for what waits already (MAX_BACKLOG).
+    pressure: Backpressure = NONE
     # Opens the connections and starts the background work for the life of the app (its
     # lifespan); fakes need none.
     running: Callable[[], AbstractAsyncContextManager[None]] = _nothing_to_run
