@@ -122,7 +122,7 @@ test-unit: install ## Only the tests that need no services
 PROMTOOL ?= promtool
 PROMETHEUS_DIR := monitoring/prometheus
 
-lint: install ## ruff, mypy (strict), the Compose file's schema, hadolint, the monitoring profile (promtool, dashboard)
+lint: install ## ruff, mypy (strict), the Compose file's schema, hadolint, bandit, the monitoring profile (promtool, dashboard)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	cd api-service && MYPYPATH=src:.. $(PY) -m mypy --config-file ../pyproject.toml src tests
@@ -130,6 +130,9 @@ lint: install ## ruff, mypy (strict), the Compose file's schema, hadolint, the m
 	$(PY) -m mypy common testkit tests chaos bench db/migrations --exclude 'testkit/handlers\.py'  # checked with the worker's tests, which import it
 	$(PY) -m check_jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(VENV)/bin/hadolint api-service/Dockerfile worker-service/Dockerfile
+	@# Security findings of medium or high severity fail; each one explained stays, marked
+	@# `# nosec <id>` with its reason on the line (README, Security).
+	$(PY) -m bandit -q -r common api-service/src worker-service/src --severity-level medium
 	@command -v $(PROMTOOL) >/dev/null || { echo "lint: $(PROMTOOL) not found: apt-get install prometheus (or PROMTOOL=/path/to/promtool)" >&2; exit 1; }
 	$(PROMTOOL) check config $(PROMETHEUS_DIR)/prometheus.yml
 	$(PROMTOOL) check rules $(PROMETHEUS_DIR)/alerts.yml

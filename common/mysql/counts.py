@@ -35,7 +35,7 @@ def created(tenants: Sequence[str]) -> Statement:
     per_tenant = Counter(tenants)
     rows = ", ".join([f"(%s, 'PENDING', {_SHARD}, %s)"] * len(per_tenant))
     return (
-        f"INSERT INTO task_counts (tenant, status, shard, n) VALUES {rows}{_ADD}",
+        f"INSERT INTO task_counts (tenant, status, shard, n) VALUES {rows}{_ADD}",  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
         [part for tenant, count in per_tenant.items() for part in (tenant, count)],
     )
 
@@ -61,7 +61,7 @@ def _moved(
     target: TaskStatus,
 ) -> Statement:
     return (
-        "INSERT INTO task_counts (tenant, status, shard, n)"
+        "INSERT INTO task_counts (tenant, status, shard, n)"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
         f" SELECT t.tenant, s.status, {_SHARD}, IF(s.status = %s, COUNT(*), -COUNT(*))"
         f" FROM tasks AS t CROSS JOIN (SELECT %s AS status UNION ALL SELECT {source_sql}) AS s"
         f" WHERE t.id IN ({in_clause(len(ids))}) AND t.claim_token = %s"

@@ -29,7 +29,7 @@ def events_statement(kind: EventKind, task_ids: Sequence[str], *, token: str) ->
     transition before it in the same transaction wrote it), as their rows read now."""
     error = "last_error" if kind in _WITH_ERROR else "NULL"
     return (
-        "INSERT INTO task_events"
+        "INSERT INTO task_events"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
         " (task_id, kind, status, attempts, error, progress, note, created_at)"
         f" SELECT id, %s, status, attempts, {error}, progress, progress_note, updated_at"
         " FROM tasks"

@@ -137,7 +137,7 @@ def _list_statement(query: TaskQuery, status: TaskStatus | None) -> tuple[str, l
     index = "idx_tasks_tenant_created" if status is None else "idx_tasks_tenant_status_created"
     args.append(query.limit + 1)
     return (
-        f"SELECT {_COLUMNS} FROM tasks FORCE INDEX ({index}){where}"
+        f"SELECT {_COLUMNS} FROM tasks FORCE INDEX ({index}){where}"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
         " ORDER BY created_at DESC, id DESC LIMIT %s",
         args,
     )
@@ -161,14 +161,14 @@ def _insert_statements(tasks: Sequence[NewTask], now: datetime) -> list[Statemen
     rows = ", ".join(["(%s, %s, %s, 'PENDING', %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(tasks))
     return [
         (
-            "INSERT INTO tasks (id, title, description, status, metadata, type, payload,"
+            "INSERT INTO tasks (id, title, description, status, metadata, type, payload,"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
             " timeout_seconds, run_at, callback_url, created_at, updated_at, tenant)"
             f" VALUES {rows}",
             values,
         ),
         counts.created([task.tenant for task in tasks]),
         (
-            "INSERT INTO task_events (task_id, kind, status, attempts, created_at) VALUES "
+            "INSERT INTO task_events (task_id, kind, status, attempts, created_at) VALUES "  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
             + ", ".join(["(%s, 'created', 'PENDING', 0, %s)"] * len(tasks)),
             events,
         ),
@@ -180,7 +180,7 @@ _SETTLED = "updated_at < UTC_TIMESTAMP(6) - INTERVAL %s MICROSECOND"
 
 def _dispatch_select(due: str, order: str) -> str:
     return (
-        f"SELECT {_COLUMNS} FROM tasks WHERE dispatched_at IS NULL AND {due}"
+        f"SELECT {_COLUMNS} FROM tasks WHERE dispatched_at IS NULL AND {due}"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
         f" AND status = 'PENDING' ORDER BY {order} LIMIT %s FOR UPDATE SKIP LOCKED"
     )
 
@@ -205,7 +205,7 @@ def _claim_sql(ids: int, condition: str) -> str:
     """The claim of those of `ids` tasks that meet `condition`; its %s take the lease in
     microseconds, the claim's token, the ids, then the condition's own."""
     return (
-        "UPDATE tasks SET status = 'PROCESSING', attempts = LAST_INSERT_ID(attempts + 1),"
+        "UPDATE tasks SET status = 'PROCESSING', attempts = LAST_INSERT_ID(attempts + 1),"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
         " lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND,"
         " dispatched_at = COALESCE(dispatched_at, UTC_TIMESTAMP(6)),"
         " claim_token = %s, started_at = COALESCE(started_at, UTC_TIMESTAMP(6)),"
@@ -354,7 +354,8 @@ class MySQLTaskRepository:
         ids = sorted(set(task_ids))
         async with self._database.cursor() as cursor:
             await cursor.execute(
-                f"SELECT {_COLUMNS} FROM tasks WHERE id IN ({in_clause(len(ids))})", ids
+                f"SELECT {_COLUMNS} FROM tasks WHERE id IN ({in_clause(len(ids))})",  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
+                ids,
             )
             records = [_record(row) for row in await cursor.fetchall()]
         found = {record.task_id: record for record in await self._with_callbacks(records)}
@@ -381,7 +382,7 @@ class MySQLTaskRepository:
             # By primary key only: "AND dispatched_at IS NULL" would let the optimizer scan
             # idx_tasks_undispatched and lock the very gap new tasks are inserted into.
             await self._execute(
-                "UPDATE tasks SET dispatched_at = COALESCE(dispatched_at, UTC_TIMESTAMP(6))"
+                "UPDATE tasks SET dispatched_at = COALESCE(dispatched_at, UTC_TIMESTAMP(6))"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
                 f" WHERE id IN ({in_clause(len(task_ids))})",
                 list(task_ids),
             )
@@ -412,7 +413,7 @@ class MySQLTaskRepository:
             confirmed = [r.task_id for r, ok in zip(records, published, strict=True) if ok]
             if confirmed:
                 await transaction.execute(
-                    "UPDATE tasks SET dispatched_at = UTC_TIMESTAMP(6)"
+                    "UPDATE tasks SET dispatched_at = UTC_TIMESTAMP(6)"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
                     f" WHERE id IN ({in_clause(len(confirmed))})",
                     confirmed,
                 )
@@ -462,7 +463,7 @@ class MySQLTaskRepository:
             events_statement(EventKind.STARTED, ids, token=token),
         ]
         state: Statement = (
-            f"SELECT id, status, attempts, claim_token FROM tasks WHERE id IN ({in_clause(len(ids))})",
+            f"SELECT id, status, attempts, claim_token FROM tasks WHERE id IN ({in_clause(len(ids))})",  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
             ids,
         )
         if len(ids) > 1:
@@ -503,7 +504,7 @@ class MySQLTaskRepository:
             values = [part for task_id, result in results.items() for part in (task_id, result)]
         statements = [
             (
-                f"UPDATE tasks SET status = 'COMPLETED', result = {setting},"
+                f"UPDATE tasks SET status = 'COMPLETED', result = {setting},"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
                 " completed_at = UTC_TIMESTAMP(6), progress = 1.0, progress_note = NULL,"
                 " lease_expires_at = NULL, claim_token = %s"
                 f" WHERE id IN ({in_clause(len(ids))}) AND status = 'PROCESSING'",
@@ -516,7 +517,7 @@ class MySQLTaskRepository:
         if len(ids) > 1:  # which of them this statement completed
             statements.append(
                 (
-                    f"SELECT id FROM tasks WHERE id IN ({in_clause(len(ids))})"
+                    f"SELECT id FROM tasks WHERE id IN ({in_clause(len(ids))})"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
                     " AND claim_token = %s AND status = 'COMPLETED'",
                     [*ids, token],
                 )
@@ -563,7 +564,7 @@ class MySQLTaskRepository:
         token = uuid.uuid4().hex
         statements = [
             (
-                f"UPDATE tasks SET status = %s, {changes}, claim_token = %s"
+                f"UPDATE tasks SET status = %s, {changes}, claim_token = %s"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
                 " WHERE id = %s AND status = %s",
                 [target.value, *values, token, task_id, source.value],
             ),
@@ -666,7 +667,7 @@ class MySQLTaskRepository:
         """The task's events with an id above `after_id`, oldest first."""
         async with self._database.cursor() as cursor:
             await cursor.execute(
-                f"SELECT {EVENT_COLUMNS} FROM task_events WHERE task_id = %s AND id > %s"
+                f"SELECT {EVENT_COLUMNS} FROM task_events WHERE task_id = %s AND id > %s"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
                 " ORDER BY id LIMIT %s",
                 (task_id, after_id, limit),
             )
@@ -675,7 +676,7 @@ class MySQLTaskRepository:
     async def latest_event(self, task_id: str) -> TaskEvent | None:
         async with self._database.cursor() as cursor:
             await cursor.execute(
-                f"SELECT {EVENT_COLUMNS} FROM task_events WHERE task_id = %s"
+                f"SELECT {EVENT_COLUMNS} FROM task_events WHERE task_id = %s"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
                 " ORDER BY id DESC LIMIT 1",
                 (task_id,),
             )

@@ -23,7 +23,7 @@ def deliveries_statement(task_ids: Sequence[str], *, token: str) -> Statement:
     """The INSERT of one delivery for each of the tasks whose row carries `token` and has a
     callback_url: the final status the transition before it wrote, due at once."""
     return (
-        "INSERT INTO webhook_deliveries"
+        "INSERT INTO webhook_deliveries"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
         " (webhook_id, task_id, url, status, next_attempt_at, created_at)"
         " SELECT CONCAT('msg_', REPLACE(UUID(), '-', '')), id, callback_url, status,"
         " updated_at, updated_at FROM tasks"
@@ -37,7 +37,7 @@ def latest_statement(task_ids: Sequence[str]) -> Statement:
     """Each task's latest delivery: task_id, state, attempts, last_status_code, last_error."""
     ids = in_clause(len(task_ids))
     return (
-        "SELECT task_id, state, attempts, last_status_code, last_error FROM webhook_deliveries"
+        "SELECT task_id, state, attempts, last_status_code, last_error FROM webhook_deliveries"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
         " WHERE id IN (SELECT MAX(id) FROM webhook_deliveries"
         f" WHERE task_id IN ({ids}) GROUP BY task_id)",
         list(task_ids),
@@ -76,7 +76,7 @@ class MySQLWebhookOutbox:
             if not rows:
                 return []
             await transaction.execute(
-                "UPDATE webhook_deliveries SET attempts = attempts + 1,"
+                "UPDATE webhook_deliveries SET attempts = attempts + 1,"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
                 " next_attempt_at = UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND"
                 f" WHERE id IN ({in_clause(len(rows))})",
                 [int(lease_seconds * 1_000_000), *(row[0] for row in rows)],
@@ -111,7 +111,7 @@ class MySQLWebhookOutbox:
         uncount = "" if attempted else " attempts = attempts - 1,"
         async with self._database.cursor() as cursor:
             await cursor.execute(
-                f"UPDATE webhook_deliveries SET{uncount} state = %s, last_status_code = %s,"
+                f"UPDATE webhook_deliveries SET{uncount} state = %s, last_status_code = %s,"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
                 " last_error = %s, next_attempt_at = COALESCE(%s, next_attempt_at),"
                 " body = IF(%s = 'pending', body, NULL)"
                 " WHERE id = %s AND state = 'pending'",

@@ -87,7 +87,7 @@ def _failure(exc: BaseException) -> bytes:
         exc.add_note("In the CPU pool process:\n" + "".join(traceback.format_exception(exc)))
         with contextlib.suppress(Exception):
             reply = pickle.dumps(("error", exc))
-            pickle.loads(reply)  # an exception whose __init__ takes other arguments fails here
+            pickle.loads(reply)  # an exception whose __init__ takes other arguments fails here  # nosec B301  # our own child process, over its own pipe
             return reply
     return pickle.dumps(("failed", type(exc).__name__, str(exc)))
 
@@ -103,7 +103,7 @@ def _serve(parent: Connection) -> None:
         except EOFError:
             return  # the parent closed the pool or died
         try:
-            fn, args = pickle.loads(job)
+            fn, args = pickle.loads(job)  # nosec B301  # our own child process, over its own pipe
             reply = pickle.dumps(("result", fn(*args)))
         except BaseException as exc:
             reply = _failure(exc)
@@ -267,7 +267,7 @@ class CpuPool:
             while True:
                 await worker.wait_readable()
                 # A reply is read whole: the child writes it in one go once it has started.
-                message: tuple[Any, ...] = pickle.loads(worker.connection.recv_bytes())
+                message: tuple[Any, ...] = pickle.loads(worker.connection.recv_bytes())  # nosec B301  # our own child process, over its own pipe
                 if message[0] != "progress":
                     return message
                 if on_progress is not None:
