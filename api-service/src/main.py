@@ -30,6 +30,7 @@ from api.openapi import install_openapi
 from api.problems import install_problem_handlers
 from api.rate_limit import install_rate_limit
 from api.routes import task_routes, task_type_routes
+from api.swagger import install_swagger_ui
 from api.tracing import install_tracing
 from common.amqp import Broker, Signal
 from common.errors import ConfigurationError, SchemaOutdated
@@ -190,12 +191,15 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # ours, with its files shipped here (api/swagger.py); no ReDoc
+        redoc_url=None,
     )
     app.include_router(task_routes(backends, settings, metrics))
     app.include_router(task_type_routes(settings))
     app.include_router(health_routes(backends))
     install_problem_handlers(app, retry_after_seconds=settings.retry_after_seconds)
     install_openapi(app)
+    install_swagger_ui(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_rate_limit(app, settings)  # inside the keys, which name the caller
     install_api_keys(app, settings)

@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 AUTH_PROBLEM = "/problems/unauthorized"
 _REALM = 'Bearer realm="task-service"'
 _HEALTH = ("/health", "/health/")
-_DOCS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+_DOCS = frozenset({"/docs", "/openapi.json"})
+_DOCS_ASSETS = "/docs/assets/"
 _METRICS = "/metrics"
 
 
@@ -82,13 +83,19 @@ class ApiKeys:
         self._keys = keys
         public = [*(_DOCS if docs_public else ()), *((_METRICS,) if metrics_public else ())]
         self._public = frozenset(public)
+        self._docs_public = docs_public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if path in self._public or path == _HEALTH[0] or path.startswith(_HEALTH[1]):
+        if (
+            path in self._public
+            or path == _HEALTH[0]
+            or path.startswith(_HEALTH[1])
+            or (self._docs_public and path.startswith(_DOCS_ASSETS))
+        ):
             await self.app(scope, receive, send)
             return
         presented = _bearer(scope)
