@@ -1,8 +1,8 @@
 """API keys at the door: pure ASGI middleware that lets a request in only with a valid key
 (API_KEYS, common.api_keys), and tells the routes whose request it is.
 
-With no keys configured, everyone is let in and the caller is `OPEN` (no tenant: every task
-is visible, and new ones belong to nobody). With keys, every path needs `Authorization:
+With no keys configured, everyone is let in and the caller is `OPEN`, whose tasks are those
+of the tenant '' (every task made while keys are off; none a key made). With keys, every path needs `Authorization:
 Bearer <key>` except the health probes, and the docs and /metrics while DOCS_PUBLIC and
 METRICS_PUBLIC say so; a missing or wrong key is a 401 problem with `WWW-Authenticate`
 (RFC 6750), before any of the request's body is read.
