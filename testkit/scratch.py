@@ -1,4 +1,14 @@
-"""A database and a RabbitMQ vhost of the test run's own, made and removed around it."""
+"""A database and a RabbitMQ vhost of the test run's own, made and removed around it.
+
+By default both are made with the services' own credentials (DATABASE_URL, RABBITMQ_USER), which
+then need to be allowed to. Where the services' users may not (the Compose stack: README, Docker
+Compose), test-only variables name other users, read here and by no service:
+  MYSQL_TEST_USER, MYSQL_TEST_PASSWORD         on DATABASE_URL's server: makes and drops the
+                                               scratch databases; the services under test use it
+  RABBITMQ_ADMIN_USER, RABBITMQ_ADMIN_PASSWORD an administrator, for the management API at
+                                               RABBITMQ_MANAGEMENT_URL; RABBITMQ_USER is granted
+                                               each scratch vhost, which the services then use
+"""
 
 from __future__ import annotations
 
@@ -22,6 +32,14 @@ def scratch_name(prefix: str = "tasks_test") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
+def scratch_server(settings: Settings) -> DatabaseAddress:
+    """DATABASE_URL's server, as MYSQL_TEST_USER when that is set."""
+    user = os.environ.get("MYSQL_TEST_USER")
+    if not user:
+        return settings.database
+    return replace(settings.database, user=user, password=os.environ.get("MYSQL_TEST_PASSWORD", ""))
+
+
 def database_url(address: DatabaseAddress) -> str:
     credentials = quote(address.user, safe="")
     if address.password:
@@ -31,7 +49,8 @@ def database_url(address: DatabaseAddress) -> str:
 
 class VhostAdmin:
     """Adds and deletes vhosts with rabbitmqctl when this machine has it (and may use it),
-    otherwise through the management API at RABBITMQ_MANAGEMENT_URL (as in the containers)."""
+    otherwise through the management API at RABBITMQ_MANAGEMENT_URL (as in the containers), as
+    RABBITMQ_ADMIN_USER when that is set. Each vhost is granted to the settings' RABBITMQ_USER."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -44,11 +63,17 @@ class VhostAdmin:
 
     def _api(self, method: str, path: str, body: dict[str, str] | None = None) -> None:
         assert self.management_url is not None
-        auth = (self.settings.rabbitmq_user, self.settings.rabbitmq_password.get_secret_value())
+        auth = self._management_credentials()
         response = httpx.request(
             method, self.management_url.rstrip("/") + path, json=body, auth=auth, timeout=30
         )
         response.raise_for_status()
+
+    def _management_credentials(self) -> tuple[str, str]:
+        admin = os.environ.get("RABBITMQ_ADMIN_USER")
+        if admin:
+            return admin, os.environ.get("RABBITMQ_ADMIN_PASSWORD", "")
+        return self.settings.rabbitmq_user, self.settings.rabbitmq_password.get_secret_value()
 
     def add(self, vhost: str) -> None:
         user = self.settings.rabbitmq_user
@@ -76,7 +101,7 @@ class VhostAdmin:
 @asynccontextmanager
 async def scratch_database(script: str | None = None) -> AsyncIterator[DatabaseAddress]:
     """A new database of its own, empty or loaded from `script`, dropped afterwards."""
-    address = replace(load_settings().database, database=scratch_name())
+    address = replace(scratch_server(load_settings()), database=scratch_name())
     await create_database(address)
     try:
         if script is not None:
@@ -94,7 +119,7 @@ async def scratch_environment(**overrides: object) -> AsyncIterator[Settings]:
     overrides = {"worker_health_port": 0, **overrides}
     base = load_settings()
     name = scratch_name()
-    address = replace(base.database, database=name)
+    address = replace(scratch_server(base), database=name)
     await create_database(address)
     admin = VhostAdmin(base)
     try:

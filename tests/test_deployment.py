@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,8 +21,25 @@ from testkit.deployment import (
 pytestmark = pytest.mark.unit
 
 SETTINGS = {name.upper() for name in Settings.model_fields}
-# Read by the test helpers in the API image only (testkit/scratch.py), not by the services.
-TEST_ONLY = {"RABBITMQ_MANAGEMENT_URL"}
+# Read by the test helpers in the API image only (testkit/scratch.py), not by the services: the
+# management API, and the users the in-container tests make their scratch database and vhost as.
+TEST_ONLY = {
+    "RABBITMQ_MANAGEMENT_URL",
+    "RABBITMQ_ADMIN_USER",
+    "RABBITMQ_ADMIN_PASSWORD",
+    "MYSQL_TEST_USER",
+    "MYSQL_TEST_PASSWORD",
+}
+# Every container built from our Dockerfiles, by the Dockerfile it is built from.
+IMAGE_SERVICES = {
+    "api_service": "api-service/Dockerfile",
+    "worker_service": "worker-service/Dockerfile",
+    "webhook_sender": "api-service/Dockerfile",
+    "migrate": "api-service/Dockerfile",
+}
+DML = {"SELECT", "INSERT", "UPDATE", "DELETE"}
+# GRANT <privileges> ON <target> TO '${<shell variable>}' in the MySQL init scripts.
+_GRANT = re.compile(r"^GRANT ([A-Z, ]+?) ON (\S+) TO '\$\{(\w+)\}'", re.M)
 # What each stand-in image is known to ship, for the healthchecks compose runs inside them.
 IMAGE_COMMANDS = {
     "mysql:8.4": {"mysqladmin", "mysql"},
@@ -169,3 +187,137 @@ def test_the_webhook_sender_runs_from_the_api_image_with_the_apis_webhook_settin
     api = compose_environment("api_service")
     for name in ("WEBHOOK_SECRET", "WEBHOOK_SECRET_PREVIOUS", "WEBHOOK_ALLOWED_HOSTS"):
         assert api[name] == environment[name], name
+
+
+def test_every_container_of_our_images_runs_read_only_with_a_tmpfs_for_tmp() -> None:
+    services = load_compose()["services"]
+    built = {name for name, service in services.items() if "build" in service}
+    assert built == set(IMAGE_SERVICES)
+    for name, dockerfile in IMAGE_SERVICES.items():
+        service = services[name]
+        assert service["build"]["dockerfile"] == dockerfile, name
+        assert service.get("read_only") is True, name
+        assert any(str(mount).split(":")[0] == "/tmp" for mount in service["tmpfs"]), name
+        assert "user" not in service, f"{name}: the image's USER applies"
+
+
+@pytest.mark.parametrize("dockerfile", sorted(set(IMAGE_SERVICES.values())))
+def test_our_images_run_as_non_root_and_cannot_change_their_code(dockerfile: str) -> None:
+    text = re.sub(r"\\\n", " ", (ROOT / dockerfile).read_text())
+    final_stage = re.split(r"^FROM .*$", text, flags=re.M)[-1]
+    users = re.findall(r"^USER (\S+)", final_stage, re.M)
+    assert users, "no USER in the final stage"
+    assert users[-1].split(":")[0] not in {"root", "0"}
+    # The code stays root's: the user the image runs as may read it, not rewrite it.
+    assert "--chown" not in final_stage
+
+
+def test_only_the_api_container_gets_the_test_credentials() -> None:
+    secrets = {name for name in TEST_ONLY if "PASSWORD" in name or "USER" in name}
+    assert secrets <= set(compose_environment("api_service"))
+    for name in IMAGE_SERVICES.keys() - {"api_service"}:
+        assert not secrets & set(compose_environment(name)), name
+    scratch = (ROOT / "testkit" / "scratch.py").read_text()
+    assert all(f'"{name}"' in scratch for name in TEST_ONLY)
+
+
+def rabbitmq_definitions() -> dict[str, Any]:
+    """rabbitmq/definitions.json, the template rabbitmq/definitions.sh fills in: placeholders
+    such as @APP_USER@ stand for the values Compose gives the rabbitmq container."""
+    document: dict[str, Any] = json.loads((ROOT / "rabbitmq" / "definitions.json").read_text())
+    return document
+
+
+def test_rabbitmq_gets_its_users_from_the_definitions_and_not_the_images_default_user() -> None:
+    rabbitmq = load_compose()["services"]["rabbitmq"]
+    environment = compose_environment("rabbitmq")
+    # The image would make RABBITMQ_DEFAULT_USER an administrator.
+    assert not {"RABBITMQ_DEFAULT_USER", "RABBITMQ_DEFAULT_PASS"} & set(environment)
+    interpreter, script = rabbitmq["entrypoint"]
+    assert interpreter == "bash"
+    mounts = dict(str(volume).split(":")[1::-1] for volume in rabbitmq["volumes"])
+    assert mounts[script] == "./rabbitmq/definitions.sh"
+    template = re.search(r"TEMPLATE:-(\S+)\}", (ROOT / "rabbitmq" / "definitions.sh").read_text())
+    assert template is not None
+    assert mounts[template[1]] == "./rabbitmq/definitions.json"
+    placeholders = set(re.findall(r"@([A-Z_]+)@", json.dumps(rabbitmq_definitions())))
+    assert all(environment[name] for name in placeholders)
+
+
+@pytest.mark.parametrize("service", sorted(IMAGE_SERVICES.keys() - {"migrate"}))
+def test_the_services_rabbitmq_user_is_no_administrator(service: str) -> None:
+    broker, app = compose_environment("rabbitmq"), compose_environment(service)
+    assert (broker["APP_USER"], broker["APP_PASSWORD"]) == (
+        app["RABBITMQ_USER"],
+        app["RABBITMQ_PASSWORD"],
+    )
+    assert broker["APP_VHOST"] == app["RABBITMQ_VHOST"]
+    assert broker["ADMIN_USER"] != broker["APP_USER"]
+    definitions = rabbitmq_definitions()
+    users = {user["name"]: user for user in definitions["users"]}
+    assert users["@APP_USER@"]["tags"] == []
+    assert users["@ADMIN_USER@"]["tags"] == ["administrator"]
+    granted = [p for p in definitions["permissions"] if p["user"] == "@APP_USER@"]
+    assert [p["vhost"] for p in granted] == ["@APP_VHOST@"]
+    assert [v["name"] for v in definitions["vhosts"]] == ["@APP_VHOST@"]
+
+
+def mysql_grants() -> dict[str, list[tuple[set[str], str]]]:
+    """The GRANTs of the MySQL init scripts, by the shell variable naming the grantee."""
+    found: dict[str, list[tuple[set[str], str]]] = {}
+    for script in ("users.sh", "test-grants.sh"):
+        for privileges, target, grantee in _GRANT.findall((ROOT / "db" / script).read_text()):
+            found.setdefault(grantee, []).append(
+                ({p.strip() for p in privileges.split(",")}, target)
+            )
+    return found
+
+
+def test_mysql_runs_the_init_scripts_that_set_up_its_users_in_order() -> None:
+    volumes = [str(volume) for volume in load_compose()["services"]["mysql_db"]["volumes"]]
+    scripts = {
+        target: source
+        for source, target, *_ in (volume.split(":") for volume in volumes)
+        if target.startswith("/docker-entrypoint-initdb.d/")
+    }
+    assert [scripts[target] for target in sorted(scripts)] == [
+        "./db/init.sql",
+        "./db/users.sh",
+        "./db/test-grants.sh",
+    ]
+
+
+def test_the_services_mysql_user_may_only_read_and_write_rows_of_its_database() -> None:
+    users = (ROOT / "db" / "users.sh").read_text()
+    assert 'app=$(sql_string "$MYSQL_USER")' in users
+    # The image grants MYSQL_USER ALL on MYSQL_DATABASE: that goes first, at every level.
+    revoke = users.index("REVOKE ALL PRIVILEGES, GRANT OPTION FROM '${app}'@'%';")
+    assert revoke < users.index("TO '${app}'")
+    assert mysql_grants()["app"] == [(DML, "\\`${database}\\`.*")]
+    for script in ("init.sql", "users.sh", "test-grants.sh"):
+        text = (ROOT / "db" / script).read_text()
+        assert not re.search(r"\bON\s+\*\.\*", text, re.I), f"{script}: a global grant"
+        assert "WITH GRANT OPTION" not in text.upper(), script
+    for service in IMAGE_SERVICES.keys() - {"migrate"}:
+        url = compose_environment(service)["DATABASE_URL"]
+        assert url.startswith(f"mysql://{compose_environment('mysql_db')['MYSQL_USER']}:"), service
+
+
+def test_migrations_and_tests_use_users_of_their_own() -> None:
+    grants = mysql_grants()
+    [(migrator, database)] = grants["migrator"]
+    assert database == "\\`${database}\\`.*"
+    assert DML < migrator <= DML | {"CREATE", "ALTER", "DROP", "INDEX", "REFERENCES"}
+    assert grants["tester"] == [({"ALL PRIVILEGES"}, "\\`tasks\\\\_test\\\\_%\\`.*")]
+    assert set(grants) == {"app", "migrator", "tester"}
+    mysql = compose_environment("mysql_db")
+    assert len({mysql["MYSQL_USER"], mysql["MYSQL_MIGRATE_USER"], mysql["MYSQL_TEST_USER"]}) == 3
+    migrate_url = compose_environment("migrate")["DATABASE_URL"]
+    assert migrate_url.startswith(f"mysql://{mysql['MYSQL_MIGRATE_USER']}:")
+    assert compose_environment("api_service")["MYSQL_TEST_USER"] == mysql["MYSQL_TEST_USER"]
+
+
+def test_env_example_lists_every_variable_compose_substitutes() -> None:
+    listed = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M))
+    substituted = set(re.findall(r"\$\{([A-Z0-9_]+)", json.dumps(load_compose())))
+    assert not substituted - listed, f"missing from .env.example: {substituted - listed}"
