@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 from aio_pika.abc import AbstractChannel
+from conftest import live_app
 from test_submit import VALID
 
 from common.settings import Settings
-from main import create_app
 from testkit import fixtures
 from testkit.broker import broker_channel, take_all
 from testkit.polling import wait_until
@@ -40,11 +40,8 @@ def scratch_overrides() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 async def api(direct: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(direct)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield client
+    async with live_app(direct) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,13 @@ import aio_pika
 import httpx
 import pytest
 from aio_pika.abc import AbstractChannel
+from conftest import live_app
 from test_submit import VALID, assert_problem
 
 from common.amqp import Topology
 from common.mysql import MySQLTaskRepository
 from common.settings import Settings
 from common.tasks import NewTask, TaskStatus
-from main import create_app
 from testkit import fixtures
 from testkit.broker import take_all
 from testkit.polling import wait_until
@@ -47,11 +47,8 @@ def settings(proxied: Settings) -> Settings:
 
 @pytest.fixture(scope="module")
 async def live_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield client
+    async with live_app(settings) as client:
+        yield client
 
 
 async def queued_ids(

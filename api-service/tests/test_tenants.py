@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import live_app
 from test_submit import VALID
 
 from common.api_keys import new_api_key
@@ -39,11 +40,8 @@ def scratch_overrides() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 async def api(direct: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(direct)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield client
+    async with live_app(direct) as client:
+        yield client
 
 
 async def submitted(api: httpx.AsyncClient, key: str, **headers: str) -> str:
