@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from common.settings import Settings
-from models.tasks import TaskCreate, TaskListQuery
+from models.tasks import MAX_EVENT_ID, TaskCreate, TaskListQuery
 from services.idempotency import InvalidIdempotencyKey, parse_idempotency_key
 from services.webhooks.targets import TargetRefused, check_url
 
@@ -135,6 +135,6 @@ def last_event_id(request: Request) -> int | None:
     value = request.headers.get("last-event-id")
     if value is None or value == "":
         return None
-    if not value.isascii() or not value.isdigit() or len(value) > 19:
+    if not value.isascii() or not value.isdigit() or len(value) > 20 or int(value) > MAX_EVENT_ID:
         raise _invalid("header", "Last-Event-ID", "must be an event id (a whole number)", value)
     return int(value)

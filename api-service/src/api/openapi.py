@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel, ValidationError
 
+from common.task_types import CATALOGUE, DEFAULT_TYPE, TaskType
 from models.problems import Problem
-from models.tasks import TaskCreate, TaskEventPublic
+from models.tasks import STORABLE_JSON_SCHEMA, TaskCreate, TaskEventPublic
 
 _EXAMPLES: dict[int, dict[str, Any]] = {
     401: {
@@ -130,15 +133,77 @@ def install_openapi(app: FastAPI) -> None:
             )
             components = document.setdefault("components", {}).setdefault("schemas", {})
             for model in (Problem, TaskCreate, TaskEventPublic):
-                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schema = model.model_json_schema(ref_template=_REF)
                 components.update(schema.pop("$defs", {}))
                 components[model.__name__] = schema
+            _storable_values(components)
+            components["TaskCreate"]["allOf"] = _task_create_rules(components)
             _drop_422(document)
             _add_keys_and_limits(document)
             app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = build  # type: ignore[method-assign]
+
+
+_REF = "#/components/schemas/{model}"
+
+
+def _storable_values(components: dict[str, Any]) -> None:
+    """TaskCreate's `metadata` and `payload` hold JSON values that MySQL keeps as they are
+    (models.tasks `_storable`), described once as StorableJson."""
+    components["StorableJson"] = copy.deepcopy(STORABLE_JSON_SCHEMA)
+    properties = components["TaskCreate"]["properties"]
+    for name in ("metadata", "payload"):
+        for branch in properties[name]["anyOf"]:
+            if branch.get("type") == "object":
+                branch["additionalProperties"] = {"$ref": _REF.format(model="StorableJson")}
+
+
+def _task_create_rules(components: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rules of TaskCreate that tie one field to another (models.tasks checks them after
+    the fields): `payload` and `timeout_seconds` as the `type` allows (common.task_types),
+    each type's payload schema added to the components; and `run_at` or `delay_seconds`,
+    never both."""
+    rules = [_type_rule(task_type, components) for task_type in CATALOGUE.values()]
+    both = {"run_at": {"type": "string"}, "delay_seconds": {"type": "number"}}
+    rules.append({"not": {"properties": both, "required": list(both)}})
+    return rules
+
+
+def _type_rule(task_type: TaskType, components: dict[str, Any]) -> dict[str, Any]:
+    """A task of this type: its payload valid for the type's model (left out or null only
+    where the model's defaults make one), its timeout within the type's maximum."""
+    model = task_type.payload
+    components[model.__name__] = model.model_json_schema(ref_template=_REF)
+    payload: dict[str, Any] = {"$ref": _REF.format(model=model.__name__)}
+    needs_payload = not _valid(model, {})
+    if not needs_payload:
+        payload = {"anyOf": [payload, {"type": "null"}]}
+    timeout = {"type": "integer", "minimum": 1, "maximum": task_type.max_timeout_seconds}
+    then: dict[str, Any] = {
+        "properties": {
+            "payload": payload,
+            "timeout_seconds": {"anyOf": [timeout, {"type": "null"}]},
+        }
+    }
+    if needs_payload:
+        then["required"] = ["payload"]
+    named: dict[str, Any] = {
+        "properties": {"type": {"const": task_type.name}},
+        "required": ["type"],
+    }
+    if task_type.name == DEFAULT_TYPE:
+        named = {"anyOf": [named, {"not": {"required": ["type"]}}]}
+    return {"if": named, "then": then}
+
+
+def _valid(model: type[BaseModel], value: dict[str, Any]) -> bool:
+    try:
+        model.model_validate(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def _drop_422(document: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from api.docs import (
     IDEMPOTENCY_KEY_PARAMETER,
     LAST_EVENT_ID_PARAMETER,
     LIST_PARAMETERS,
+    task_create_request_body,
 )
 from api.lean_route import LeanRoute
 from api.metrics import ApiMetrics
@@ -77,13 +78,6 @@ ACCEPTED_HEADERS: dict[str, Any] = {
             " the same Idempotency-Key",
             "schema": {"type": "string", "enum": ["true"]},
         },
-    }
-}
-# The route reads its body itself (see api.deps), so the document names it here.
-TASK_CREATE_BODY: dict[str, Any] = {
-    "requestBody": {
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskCreate"}}},
-        "required": True,
     }
 }
 
@@ -161,7 +155,12 @@ def task_routes(
             202: ACCEPTED_HEADERS,
             **problem_responses(400, 413, 415, 422, 500, 503),
         },
-        openapi_extra={**TASK_CREATE_BODY, "parameters": [IDEMPOTENCY_KEY_PARAMETER]},
+        openapi_extra={
+            **task_create_request_body(
+                max_delay_seconds=rules.max_delay_seconds, webhooks_on=rules.webhooks_on
+            ),
+            "parameters": [IDEMPOTENCY_KEY_PARAMETER],
+        },
     )
     async def create_task(request: Request) -> Response:
         """Store the task and queue it for a worker.

@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictInt,
     StrictStr,
     ValidationError,
     ValidationInfo,
@@ -35,9 +36,26 @@ def _not_blank(value: str) -> str:
     return value
 
 
+# `_not_blank` in the document: at least one character that is not white space as
+# str.isspace() has it (spelt out, since a pattern's \s is another set).
+NOT_BLANK_PATTERN = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+
 def _within_64_kib(value: str) -> str:
     if len(value.encode()) > MAX_DESCRIPTION_BYTES:
         raise ValueError(f"must be at most {MAX_DESCRIPTION_BYTES} bytes of UTF-8")
+    return value
+
+
+def _whole_number(value: object) -> object:
+    """60.0 as 60. JSON has one kind of number, and JSON Schema's `integer` is any number
+    without a fraction however it is written; a strict int field would refuse 60.0."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole_number(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_number(item) for item in value]
     return value
 
 
@@ -48,6 +66,24 @@ MAX_METADATA_KEY_BYTES = 65_535
 # The validation context's key for MAX_METADATA_BYTES (TaskCreate.from_json): a setting, so
 # the model is told it rather than reading it.
 _MAX_JSON_BYTES = "max_json_bytes"
+
+
+# `_storable` in the document, as far as a schema can say it. JSON Schema reads numbers by
+# value, and 1e20 is the whole number 10**20 to it; but only an integer written as one must fit
+# in 64 bits (orjson and MySQL keep it exactly), while a number written as a float is kept as
+# the double it is. So the schema names the bound and admits every number; the nesting, key
+# and size bounds are left to the words.
+STORABLE_JSON_SCHEMA: dict[str, Any] = {
+    "description": "Any JSON value. An integer written as one (no fraction, no exponent) must"
+    " fit in 64 bits, signed or unsigned; a number written as a float is kept as that double.",
+    "anyOf": [
+        {"type": ["null", "boolean", "string"]},
+        {"type": "integer", "minimum": -(2**63), "maximum": 2**64 - 1},
+        {"type": "number"},
+        {"type": "array", "items": {"$ref": "#/components/schemas/StorableJson"}},
+        {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/StorableJson"}},
+    ],
+}
 
 
 def _shape_problem(value: object, depth: int = 1) -> str | None:
@@ -93,12 +129,28 @@ _RFC3339 = re.compile(
 
 
 def _rfc3339(value: object) -> object:
-    if isinstance(value, str) and not _RFC3339.match(value):
+    # A string only: pydantic would also take a number as a Unix time, which the documented
+    # `format: date-time` is not.
+    if not isinstance(value, datetime) and not (isinstance(value, str) and _RFC3339.match(value)):
         raise ValueError("must be an RFC 3339 date-time with an offset, as 2026-12-01T10:00:00Z")
     return value
 
 
 Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+
+def _utc_bound(value: datetime) -> datetime:
+    """A filter's bound in UTC. RFC 3339 has times whose UTC is outside years 1-9999
+    (0001-01-01T00:00:00+00:14): nothing is created beyond them, so they become the
+    earliest or the latest time there is."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        edge = datetime.min if value.year == 1 else datetime.max
+        return edge.replace(tzinfo=UTC)
+
+
+Rfc3339Bound = Annotated[Rfc3339, AfterValidator(_utc_bound)]
 
 
 # ISO 8601 with an explicit offset ("+00:00"), not pydantic's "Z".
@@ -142,8 +194,25 @@ class TaskCreate(BaseModel):
         json_schema_extra={"examples": [TASK_EXAMPLE, TYPED_TASK_EXAMPLE, SCHEDULED_TASK_EXAMPLE]},
     )
 
-    title: Annotated[StrictStr, Field(min_length=1, max_length=255), AfterValidator(_not_blank)]
-    description: Annotated[StrictStr, AfterValidator(_not_blank), AfterValidator(_within_64_kib)]
+    title: Annotated[
+        StrictStr,
+        Field(min_length=1, max_length=255, json_schema_extra={"pattern": NOT_BLANK_PATTERN}),
+        AfterValidator(_not_blank),
+    ]
+    description: Annotated[
+        StrictStr,
+        AfterValidator(_not_blank),
+        AfterValidator(_within_64_kib),
+        Field(
+            description="At most 64 KiB of UTF-8: 65,536 characters of ASCII, fewer of others.",
+            # What the byte bound implies for characters (the document cannot count bytes).
+            json_schema_extra={
+                "minLength": 1,
+                "maxLength": MAX_DESCRIPTION_BYTES,
+                "pattern": NOT_BLANK_PATTERN,
+            },
+        ),
+    ]
     metadata: Annotated[
         dict[str, Any] | None,
         AfterValidator(_storable),
@@ -173,10 +242,8 @@ class TaskCreate(BaseModel):
         ),
     ] = None
     timeout_seconds: Annotated[
-        int | None,
+        Annotated[StrictInt, Field(ge=1), BeforeValidator(_whole_number)] | None,
         Field(
-            strict=True,
-            ge=1,
             description="How long one attempt may run, up to the type's `max_timeout_seconds`;"
             " the type's `default_timeout_seconds` when left out.",
         ),
@@ -192,6 +259,7 @@ class TaskCreate(BaseModel):
     delay_seconds: Annotated[
         float | None,
         Field(
+            strict=True,  # a number: not `true`, which lax mode reads as 1.0
             ge=0,
             allow_inf_nan=False,
             description="Start no earlier than this many seconds from now (0 to"
@@ -244,7 +312,7 @@ class TaskCreate(BaseModel):
         errors: list[dict[str, Any]] = []
         payload = None
         try:
-            validated = task_type.payload.model_validate(self.payload or {})
+            validated = task_type.payload.model_validate(_whole_number(self.payload or {}))
         except ValidationError as exc:
             errors += [
                 {**error, "loc": ("payload", *error["loc"])}
@@ -453,6 +521,10 @@ class TaskStats(BaseModel):
     total: int
 
 
+# task_events.id is a BIGINT UNSIGNED: the largest event id there can be.
+MAX_EVENT_ID = 2**64 - 1
+
+
 class TaskEventPublic(BaseModel):
     """The `data:` of one Server-Sent Event of `GET /api/tasks/{task_id}/events`; its `id:`
     is `event_id`."""
@@ -511,8 +583,8 @@ class TaskListQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     status: list[TaskStatus] = Field(default_factory=list)
-    created_after: Rfc3339 | None = None
-    created_before: Rfc3339 | None = None
+    created_after: Rfc3339Bound | None = None
+    created_before: Rfc3339Bound | None = None
     limit: int = Field(default=20, ge=1, le=100)
     cursor: Annotated[str, Field(min_length=1, max_length=200)] | None = None
 
