@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     -- tasks, one per status (a list of several statuses reads each status's range and merges).
     KEY idx_tasks_tenant_created (tenant, created_at, id),
     KEY idx_tasks_tenant_status_created (tenant, status, created_at, id),
+    -- The dashboard's filter by type: a tenant's tasks of one type, newest first.
+    KEY idx_tasks_tenant_type_created (tenant, type, created_at, id),
     -- The outbox: undispatched tasks to send now (run_at NULL, by updated_at) and scheduled
     -- ones that are due (by run_at), each one index range however many wait for later.
     KEY idx_tasks_undispatched (dispatched_at, run_at, updated_at)
@@ -149,6 +151,19 @@ FROM (SELECT 'PENDING' AS status UNION ALL SELECT 'PROCESSING' UNION ALL SELECT 
 CROSS JOIN (SELECT 0 AS d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) AS a
 CROSS JOIN (SELECT 0 AS d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) AS b;
 
+-- How many tasks each tenant submitted and completed in each UTC minute, kept by the
+-- transitions themselves as task_counts is (common/mysql/counts.py), on the shard of their
+-- connection: the dashboard's throughput chart sums an hour of them. The API deletes minutes
+-- older than a day.
+CREATE TABLE IF NOT EXISTS task_throughput (
+    tenant    VARCHAR(64)      NOT NULL DEFAULT '',
+    minute    DATETIME         NOT NULL,
+    shard     TINYINT UNSIGNED NOT NULL,
+    submitted INT UNSIGNED     NOT NULL DEFAULT 0,
+    completed INT UNSIGNED     NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, minute, shard)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
+
 -- Alembic's own table, as `make migrate` creates it (on MySQL a primary key is always named
 -- PRIMARY, so Alembic's constraint name would change nothing), with the revision of this file.
 CREATE TABLE IF NOT EXISTS alembic_version (
@@ -159,4 +174,4 @@ CREATE TABLE IF NOT EXISTS alembic_version (
 -- Only into an empty table, so that running this file again changes nothing. Keep the revision
 -- equal to the newest migration's (and to SCHEMA_REVISION in common/mysql/revision.py).
 INSERT INTO alembic_version (version_num)
-SELECT '0006' FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM alembic_version);
+SELECT '0007' FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM alembic_version);

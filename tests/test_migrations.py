@@ -154,6 +154,7 @@ def test_the_code_needs_the_newest_migration() -> None:
     script = ScriptDirectory.from_config(Config(str(ALEMBIC_INI)))
     assert script.get_heads() == [SCHEMA_REVISION]  # one head: the history is a line
     assert [rev.revision for rev in script.walk_revisions()] == [
+        "0007",
         "0006",
         "0005",
         "0004",

@@ -16,7 +16,7 @@ from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 
 async def database_revision(database: Database) -> str | None:
