@@ -9,7 +9,9 @@ from common.ports import PublishOne, TaskRepository
 from common.tasks import (
     Cancellation,
     Claim,
+    EventRow,
     IdempotencyKey,
+    MinuteThroughput,
     NewTask,
     TaskEvent,
     TaskQuery,
@@ -80,11 +82,25 @@ class ForwardingTaskRepository:
     async def count_by_status(self, tenant: str = "") -> dict[TaskStatus, int]:
         return await self.inner.count_by_status(tenant)
 
+    async def throughput(self, tenant: str = "", *, minutes: int = 60) -> list[MinuteThroughput]:
+        return await self.inner.throughput(tenant, minutes=minutes)
+
+    async def purge_throughput(self, *, limit: int) -> int:
+        return await self.inner.purge_throughput(limit=limit)
+
     async def events_after(self, task_id: str, after_id: int, *, limit: int) -> list[TaskEvent]:
         return await self.inner.events_after(task_id, after_id, limit=limit)
 
     async def latest_event(self, task_id: str) -> TaskEvent | None:
         return await self.inner.latest_event(task_id)
+
+    async def tenant_events_after(
+        self, tenant: str, after_id: int, *, limit: int
+    ) -> list[EventRow]:
+        return await self.inner.tenant_events_after(tenant, after_id, limit=limit)
+
+    async def newest_event_id(self) -> int:
+        return await self.inner.newest_event_id()
 
     async def ping(self) -> None:
         await self.inner.ping()

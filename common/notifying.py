@@ -11,15 +11,16 @@ from collections.abc import Callable, Sequence
 
 from common.forwarding import ForwardingTaskRepository
 from common.ports import TaskRepository
-from common.tasks import Cancellation, Claim, ClaimResult, TaskRecord
+from common.tasks import Cancellation, Claim, ClaimResult, IdempotencyKey, NewTask, TaskRecord
 
 Notify = Callable[[Sequence[str]], None]
 
 
 class NotifyingTaskRepository(ForwardingTaskRepository):
-    """Reads, the outbox and the key purge pass straight through: nothing moves there. So does
-    creating a task: no stream can watch a task before it exists, and a stream reads the
-    latest event from the table once it watches, so the `created` event would wake nobody."""
+    """Reads, the outbox and the key purge pass straight through: nothing moves there. A new
+    task is announced too: no stream of that task can be open yet, but a tenant's stream
+    (GET /api/events) shows it. The ids of one turn of the event loop go out in one message,
+    so a burst of submits costs a few broadcasts, not one each."""
 
     def __init__(self, inner: TaskRepository, notify: Notify) -> None:
         super().__init__(inner)
@@ -28,6 +29,18 @@ class NotifyingTaskRepository(ForwardingTaskRepository):
     def _moved(self, task_id: str, moved: object) -> None:
         if moved:
             self._notify([task_id])
+
+    async def create(self, task: NewTask) -> TaskRecord:
+        record = await self.inner.create(task)
+        self._moved(record.task_id, True)
+        return record
+
+    async def create_idempotent(
+        self, task: NewTask, key: IdempotencyKey
+    ) -> tuple[TaskRecord, bool]:
+        record, replayed = await self.inner.create_idempotent(task, key)
+        self._moved(record.task_id, not replayed)  # a replay wrote no event
+        return record, replayed
 
     async def claim(self, task_id: str, *, lease_seconds: float, steal: bool) -> Claim:
         claim = await self.inner.claim(task_id, lease_seconds=lease_seconds, steal=steal)

@@ -17,7 +17,9 @@ from common.tasks import (
     Cancellation,
     Claim,
     DueDelivery,
+    EventRow,
     IdempotencyKey,
+    MinuteThroughput,
     NewTask,
     TaskEvent,
     TaskQuery,
@@ -107,11 +109,31 @@ class TaskRepository(Protocol):
         """How many of `tenant`'s tasks have each status."""
         ...
 
+    async def throughput(self, tenant: str = "", *, minutes: int = 60) -> list[MinuteThroughput]:
+        """How many of `tenant`'s tasks were submitted and completed in each of the last
+        `minutes` UTC minutes (1-1440), oldest first, the current minute last, 0 included."""
+        ...
+
+    async def purge_throughput(self, *, limit: int) -> int:
+        """Delete up to `limit` stored throughput minutes older than a day; how many went."""
+        ...
+
     async def events_after(self, task_id: str, after_id: int, *, limit: int) -> list[TaskEvent]:
         """The task's events with an id above `after_id`, oldest first."""
         ...
 
     async def latest_event(self, task_id: str) -> TaskEvent | None: ...
+
+    async def tenant_events_after(
+        self, tenant: str, after_id: int, *, limit: int
+    ) -> list[EventRow]:
+        """Every event with an id above `after_id`, oldest first, `limit` at most: the
+        tenant's with their event, the others' as their id alone."""
+        ...
+
+    async def newest_event_id(self) -> int:
+        """The highest event id there is (0 for none): where a stream of "from now" starts."""
+        ...
 
     async def ping(self) -> None: ...
 

@@ -182,16 +182,38 @@ class TaskEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class EventRow:
+    """One row of task_events as a tenant's stream reads them all in id order: every row
+    counts, to tell a hole in the ids (a transition still committing) from another tenant's
+    event, but only the tenant's own rows carry their event."""
+
+    event_id: int
+    age_seconds: float  # since the transition, by the database's clock
+    event: TaskEvent | None  # None: another tenant's task
+
+
+@dataclass(frozen=True, slots=True)
 class TaskQuery:
-    """A page of the task list: newest first, optionally only some statuses and a time range
-    (`created_after` inclusive, `created_before` exclusive), after a cursor's position."""
+    """A page of the task list: newest first, optionally only some statuses, one type and a
+    time range (`created_after` inclusive, `created_before` exclusive), after a cursor's
+    position."""
 
     statuses: frozenset[TaskStatus] = frozenset()
+    type: str | None = None  # only tasks of this type (a name from the catalogue)
     created_after: datetime | None = None
     created_before: datetime | None = None
     after: tuple[datetime, str] | None = None  # (created_at, task_id) of the last row seen
     limit: int = 20
     tenant: str = ""  # only this tenant's tasks (every query is one tenant's)
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteThroughput:
+    """How many of a tenant's tasks were submitted and completed in one UTC minute."""
+
+    minute: datetime  # its start, in UTC
+    submitted: int = 0
+    completed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

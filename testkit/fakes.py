@@ -20,7 +20,9 @@ from common.tasks import (
     Claim,
     ClaimResult,
     EventKind,
+    EventRow,
     IdempotencyKey,
+    MinuteThroughput,
     NewTask,
     TaskEvent,
     TaskQuery,
@@ -251,6 +253,7 @@ class InMemoryTaskRepository:
             for row in rows
             if row.tenant == query.tenant
             and (not query.statuses or row.status in query.statuses)
+            and (query.type is None or row.type == query.type)
             and (query.created_after is None or row.created_at >= query.created_after)
             and (query.created_before is None or row.created_at < query.created_before)
             and (query.after is None or (row.created_at, row.task_id) < query.after)
@@ -262,6 +265,29 @@ class InMemoryTaskRepository:
         rows = [r for r in self.rows.values() if r.tenant == tenant]
         return {status: sum(r.status is status for r in rows) for status in TaskStatus}
 
+    async def throughput(self, tenant: str = "", *, minutes: int = 60) -> list[MinuteThroughput]:
+        """From the rows: each task in its created_at minute, and each COMPLETED one in its
+        completed_at minute as well."""
+        self._enter("throughput")
+
+        def minute_of(moment: datetime) -> datetime:
+            return moment.astimezone(UTC).replace(second=0, microsecond=0)
+
+        rows = [r for r in self.rows.values() if r.tenant == tenant]
+        submitted = [minute_of(r.created_at) for r in rows]
+        completed = [
+            minute_of(r.completed_at)
+            for r in rows
+            if r.status is TaskStatus.COMPLETED and r.completed_at is not None
+        ]
+        now = minute_of(datetime.now(UTC))
+        window = [now - timedelta(minutes=back) for back in range(minutes - 1, -1, -1)]
+        return [MinuteThroughput(m, submitted.count(m), completed.count(m)) for m in window]
+
+    async def purge_throughput(self, *, limit: int) -> int:
+        self._enter("purge_throughput")
+        return 0
+
     async def events_after(self, task_id: str, after_id: int, *, limit: int) -> list[TaskEvent]:
         self._enter("events_after")
         found = [e for e in self.events if e.task_id == task_id and e.event_id > after_id]
@@ -270,6 +296,25 @@ class InMemoryTaskRepository:
     async def latest_event(self, task_id: str) -> TaskEvent | None:
         self._enter("latest_event")
         return next((e for e in reversed(self.events) if e.task_id == task_id), None)
+
+    async def tenant_events_after(
+        self, tenant: str, after_id: int, *, limit: int
+    ) -> list[EventRow]:
+        self._enter("tenant_events_after")
+        now = datetime.now(UTC)
+        return [
+            EventRow(
+                e.event_id,
+                (now - e.created_at).total_seconds(),
+                e if self.rows[e.task_id].tenant == tenant else None,
+            )
+            for e in self.events
+            if e.event_id > after_id
+        ][:limit]
+
+    async def newest_event_id(self) -> int:
+        self._enter("newest_event_id")
+        return self.events[-1].event_id if self.events else 0
 
     async def ping(self) -> None:
         self._enter("ping")

@@ -20,6 +20,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from api.auth import install_api_keys
+from api.dashboard import install_dashboard
+from api.events import event_routes
+from api.figures import figure_routes
 from api.headers import ResponseHeaders, install_cors
 from api.health import health_routes
 from api.http_guard import IMPORT_STRING as HTTP_PROTOCOL
@@ -29,7 +32,7 @@ from api.middleware import BodySizeLimit, UnhandledErrors
 from api.openapi import install_openapi
 from api.problems import install_problem_handlers
 from api.rate_limit import install_rate_limit
-from api.routes import task_routes, task_type_routes
+from api.routes import StreamSlots, task_routes, task_type_routes
 from api.swagger import install_swagger_ui
 from api.tracing import install_tracing
 from common.amqp import Broker, Signal
@@ -44,11 +47,10 @@ from common.notifying import NotifyingTaskRepository
 from common.settings import Settings, load_settings
 from common.tracing import start_tracing
 from services.backends import Backends
-from services.backpressure import NONE as NO_BACKPRESSURE
 from services.backpressure import Backpressure
 from services.dispatcher import run_dispatcher
 from services.events import EventHub
-from services.housekeeping import run_key_purge
+from services.housekeeping import run_key_purge, run_throughput_purge
 
 logger = logging.getLogger("api")
 
@@ -91,8 +93,9 @@ def _streams_end_on_exit(events: EventHub) -> Iterator[None]:
 
 
 def connected_backends(settings: Settings, metrics: ApiMetrics | None = None) -> Backends:
-    """MySQL, RabbitMQ (a link kept open in the background), the outbox dispatcher and the
-    purge of expired idempotency keys.
+    """MySQL, RabbitMQ (a link kept open in the background), the outbox dispatcher, the
+    backlog's measure (backpressure and GET /api/queue) and the purges of expired
+    idempotency keys and of throughput minutes a day old.
 
     Neither dependency has to be up at start: requests get a 503 (database) or are queued
     through the outbox (broker) until it is, and /health/ready says which one is missing.
@@ -114,10 +117,9 @@ def connected_backends(settings: Settings, metrics: ApiMetrics | None = None) ->
     async def outbox_waiting() -> int:
         return (await outbox_backlog(database)).tasks
 
-    pressure = (
-        Backpressure(settings.max_backlog, (outbox_waiting, broker.publisher.queue_depth))
-        if settings.max_backlog
-        else NO_BACKPRESSURE
+    # Measured with MAX_BACKLOG 0 (no bound) too: GET /api/queue shows the figures.
+    pressure = Backpressure(
+        settings.max_backlog, outbox=outbox_waiting, queue=broker.publisher.queue_depth
     )
 
     @asynccontextmanager
@@ -144,10 +146,14 @@ def connected_backends(settings: Settings, metrics: ApiMetrics | None = None) ->
                 ),
                 name="idempotency-key-purge",
             ),
+            asyncio.create_task(
+                run_throughput_purge(repository=repository), name="throughput-purge"
+            ),
+            asyncio.create_task(
+                pressure.watch(interval_seconds=settings.dispatch_interval_seconds),
+                name="backpressure",
+            ),
         ]
-        if pressure is not NO_BACKPRESSURE:
-            watching = pressure.watch(interval_seconds=settings.dispatch_interval_seconds)
-            background.append(asyncio.create_task(watching, name="backpressure"))
         freeze_startup_objects()
         logger.info("api started", extra={"queue": settings.task_queue, "broker": broker.connected})
         try:
@@ -194,12 +200,18 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
         docs_url=None,  # ours, with its files shipped here (api/swagger.py); no ReDoc
         redoc_url=None,
     )
-    app.include_router(task_routes(backends, settings, metrics))
+    # One bound on a tenant's open streams, of one task's events or of all its tasks'.
+    streams = StreamSlots(settings.max_streams_per_tenant)
+    # Before task_routes: /api/tasks/throughput is not a task id.
+    app.include_router(figure_routes(backends))
+    app.include_router(task_routes(backends, settings, streams, metrics))
+    app.include_router(event_routes(backends, settings, streams, metrics))
     app.include_router(task_type_routes(settings))
     app.include_router(health_routes(backends))
     install_problem_handlers(app, retry_after_seconds=settings.retry_after_seconds)
     install_openapi(app)
     install_swagger_ui(app)
+    install_dashboard(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_rate_limit(app, settings)  # inside the keys, which name the caller
     install_api_keys(app, settings)

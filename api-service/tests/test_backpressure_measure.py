@@ -1,12 +1,14 @@
 """Backpressure's measure alone: the larger of its measures, the last one kept when a
-measure fails, and a refusal only past the bound."""
+measure fails, and a refusal only past the bound; and the figures GET /api/queue shows."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import pytest
 
 from common.errors import BrokerUnavailable, DatabaseUnavailable, TooMuchWaiting
-from services.backpressure import NONE, Backpressure
+from services.backpressure import NONE, Backpressure, QueueFigures
 
 pytestmark = pytest.mark.unit
 
@@ -31,7 +33,7 @@ class Measures:
 
 async def test_the_larger_measure_past_the_bound_refuses() -> None:
     measures = Measures()
-    pressure = Backpressure(10, (measures.of_outbox, measures.of_queue))
+    pressure = Backpressure(10, outbox=measures.of_outbox, queue=measures.of_queue)
     measures.outbox, measures.queue = 3, 10
     await pressure.measure()
     pressure.check()  # 10 is not past 10
@@ -53,3 +55,33 @@ async def test_the_larger_measure_past_the_bound_refuses() -> None:
 def test_none_never_refuses() -> None:
     NONE.check()
     assert not NONE.over
+
+
+async def test_the_figures_are_the_latest_measure_and_none_where_it_failed() -> None:
+    measures = Measures()
+    pressure = Backpressure(0, outbox=measures.of_outbox, queue=measures.of_queue)
+    assert pressure.figures == QueueFigures(None, None, None)  # nothing measured yet
+    measures.outbox, measures.queue = 4, 9
+    before = datetime.now(UTC)
+    await pressure.measure()
+    figures = pressure.figures
+    assert (figures.outbox_backlog, figures.queue_ready) == (4, 9)
+    assert figures.measured_at is not None
+    assert before <= figures.measured_at <= datetime.now(UTC)
+    pressure.check()  # MAX_BACKLOG 0: no bound, however much waits
+    measures.queue = BrokerUnavailable("down")
+    await pressure.measure()
+    figures = pressure.figures
+    assert (figures.outbox_backlog, figures.queue_ready) == (4, None)
+    measures.outbox = DatabaseUnavailable("down")
+    await pressure.measure()
+    figures = pressure.figures
+    assert (figures.outbox_backlog, figures.queue_ready) == (None, None)
+    assert figures.measured_at is not None  # when it was tried
+    assert pressure.waiting == 4  # the bound still judges by the last measure that worked
+
+
+async def test_without_measures_every_figure_stays_none() -> None:
+    pressure = Backpressure(0)
+    await pressure.measure()
+    assert (pressure.figures.outbox_backlog, pressure.figures.queue_ready) == (None, None)

@@ -13,7 +13,7 @@ from datetime import UTC
 from typing import Any
 
 from common.mysql.connection import Statement
-from common.tasks import EventKind, TaskEvent, TaskStatus
+from common.tasks import EventKind, EventRow, TaskEvent, TaskStatus
 
 EVENT_COLUMNS = "id, task_id, kind, status, attempts, error, progress, note, created_at"
 # The kinds that carry the attempt's error.
@@ -51,3 +51,24 @@ def event_of(row: tuple[Any, ...]) -> TaskEvent:
         note=note,
         created_at=created_at.replace(tzinfo=UTC),
     )
+
+
+# The tenant stream's read: the primary key's range after the last id, every tenant's rows
+# (a hole in the ids is then a transition still committing, not another tenant's event),
+# each joined to its task for the tenant and aged by the database's clock.
+_TENANT_EVENTS = (
+    "SELECT t.tenant <=> %s, TIMESTAMPDIFF(MICROSECOND, e.created_at, UTC_TIMESTAMP(6)), "  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
+    + ", ".join(f"e.{column}" for column in EVENT_COLUMNS.split(", "))
+    + " FROM task_events e LEFT JOIN tasks t ON t.id = e.task_id"
+    " WHERE e.id > %s ORDER BY e.id LIMIT %s"
+)
+
+
+def tenant_events_statement(tenant: str, after_id: int, limit: int) -> Statement:
+    return _TENANT_EVENTS, [tenant, after_id, limit]
+
+
+def event_row_of(row: tuple[Any, ...]) -> EventRow:
+    mine, age_microseconds, *columns = row
+    event = event_of(tuple(columns)) if mine else None
+    return EventRow(int(columns[0]), int(age_microseconds) / 1e6, event)

@@ -18,10 +18,17 @@ from typing import Any, TypeVar
 import orjson
 
 from common.errors import DatabaseUnavailable, IdempotencyKeyReused
-from common.mysql import counts
+from common.mysql import counts, throughput
 from common.mysql.connection import Database, Result, Statement, Transaction
 from common.mysql.errors import is_deadlock
-from common.mysql.events import EVENT_COLUMNS, event_of, events_statement, in_clause
+from common.mysql.events import (
+    EVENT_COLUMNS,
+    event_of,
+    event_row_of,
+    events_statement,
+    in_clause,
+    tenant_events_statement,
+)
 from common.mysql.webhooks import callback_of, deliveries_statement, latest_statement
 from common.ports import PublishOne
 from common.tasks import (
@@ -30,7 +37,9 @@ from common.tasks import (
     Claim,
     ClaimResult,
     EventKind,
+    EventRow,
     IdempotencyKey,
+    MinuteThroughput,
     NewTask,
     TaskEvent,
     TaskQuery,
@@ -114,13 +123,24 @@ def _claim_of(row: tuple[Any, ...] | None, token: str, already_granted: bool) ->
     return Claim(ClaimResult.HELD_ELSEWHERE)
 
 
-def _list_statement(query: TaskQuery, status: TaskStatus | None) -> tuple[str, list[object]]:
-    """One index range of the tenant's rows, read backwards: (status,) created_at, id."""
+def _list_index(query: TaskQuery, statuses: Sequence[TaskStatus]) -> str:
+    if query.type is not None:
+        return "idx_tasks_tenant_type_created"
+    return "idx_tasks_tenant_status_created" if statuses else "idx_tasks_tenant_created"
+
+
+def _list_statement(query: TaskQuery, statuses: Sequence[TaskStatus]) -> tuple[str, list[object]]:
+    """One index range of the tenant's rows, read backwards: (type or status,) created_at,
+    id; `statuses` (none: all) are one status, or with a type those the range's rows are
+    filtered on."""
     conditions: list[str] = ["tenant = %s"]
     args: list[object] = [query.tenant]
-    if status is not None:
-        conditions.append("status = %s")
-        args.append(status.value)
+    if query.type is not None:
+        conditions.append("type = %s")
+        args.append(query.type)
+    if statuses:
+        conditions.append(f"status IN ({in_clause(len(statuses))})")
+        args += [status.value for status in statuses]
     if query.created_after is not None:
         conditions.append("created_at >= %s")
         args.append(_naive(query.created_after))
@@ -134,10 +154,9 @@ def _list_statement(query: TaskQuery, status: TaskStatus | None) -> tuple[str, l
         conditions.append("created_at <= %s AND (created_at < %s OR id < %s)")
         args += [_naive(created_at), _naive(created_at), task_id]
     where = f" WHERE {' AND '.join(conditions)}"
-    index = "idx_tasks_tenant_created" if status is None else "idx_tasks_tenant_status_created"
     args.append(query.limit + 1)
     return (
-        f"SELECT {_COLUMNS} FROM tasks FORCE INDEX ({index}){where}"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
+        f"SELECT {_COLUMNS} FROM tasks FORCE INDEX ({_list_index(query, statuses)}){where}"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
         " ORDER BY created_at DESC, id DESC LIMIT %s",
         args,
     )
@@ -167,6 +186,7 @@ def _insert_statements(tasks: Sequence[NewTask], now: datetime) -> list[Statemen
             values,
         ),
         counts.created([task.tenant for task in tasks]),
+        throughput.submitted([task.tenant for task in tasks]),
         (
             "INSERT INTO task_events (task_id, kind, status, attempts, created_at) VALUES "  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
             + ", ".join(["(%s, 'created', 'PENDING', 0, %s)"] * len(tasks)),
@@ -511,6 +531,7 @@ class MySQLTaskRepository:
                 [*values, token, *ids],
             ),
             counts.moved(ids, token, TaskStatus.PROCESSING, TaskStatus.COMPLETED),
+            throughput.completed(ids, token),
             events_statement(EventKind.COMPLETED, ids, token=token),
             deliveries_statement(ids, token=token),
         ]
@@ -645,12 +666,18 @@ class MySQLTaskRepository:
         idx_tasks_tenant_status_created in (created_at, id) order (all statuses from
         idx_tasks_tenant_created), `limit + 1` rows at most, so the cost depends on the page size,
         never on how deep the page is; several statuses are merged here.
+
+        With a type, one range of idx_tasks_tenant_type_created holds the page, whatever the
+        statuses: without them it reads `limit + 1` rows; with them it reads the range's rows
+        until `limit + 1` have one of them, so a status that is rare among the type's tasks
+        (a few FAILED among a million COMPLETED) can scan much of the type's range.
         """
-        statuses: list[TaskStatus | None] = [*sorted(query.statuses)] or [None]
+        statuses = sorted(query.statuses)
+        ranges = [statuses] if query.type is not None or not statuses else [[s] for s in statuses]
         rows: list[TaskRecord] = []
         async with self._database.cursor() as cursor:
-            for status in statuses:
-                sql, args = _list_statement(query, status)
+            for of_statuses in ranges:
+                sql, args = _list_statement(query, of_statuses)
                 await cursor.execute(sql, args)
                 rows += [_record(row) for row in await cursor.fetchall()]
         rows.sort(key=lambda record: (record.created_at, record.task_id), reverse=True)
@@ -662,6 +689,27 @@ class MySQLTaskRepository:
             await cursor.execute(counts.TOTALS, (tenant,))
             found = {TaskStatus(status): int(count) for status, count in await cursor.fetchall()}
         return {status: found.get(status, 0) for status in TaskStatus}
+
+    async def throughput(self, tenant: str = "", *, minutes: int = 60) -> list[MinuteThroughput]:
+        """`tenant`'s tasks submitted and completed in each of the last `minutes` UTC
+        minutes, oldest first, the current one last (0 included), from task_throughput."""
+        async with self._database.cursor() as cursor:
+            await cursor.execute(*throughput.window_statement(tenant, minutes))
+            rows = await cursor.fetchall()
+        return throughput.minutes_of(rows, minutes)
+
+    async def purge_throughput(self, *, limit: int) -> int:
+        """Delete up to `limit` throughput rows older than a day, tenant by tenant, oldest
+        first; how many went."""
+        async with self._database.cursor() as cursor:
+            await cursor.execute(throughput.STALE_TENANTS)
+            tenants = [tenant for (tenant,) in await cursor.fetchall()]
+        deleted = 0
+        for tenant in tenants:
+            if deleted >= limit:
+                break
+            deleted += await self._execute(throughput.PURGE, (tenant, limit - deleted))
+        return deleted
 
     async def events_after(self, task_id: str, after_id: int, *, limit: int) -> list[TaskEvent]:
         """The task's events with an id above `after_id`, oldest first."""
@@ -682,6 +730,22 @@ class MySQLTaskRepository:
             )
             rows = await cursor.fetchall()
         return event_of(rows[0]) if rows else None
+
+    async def tenant_events_after(
+        self, tenant: str, after_id: int, *, limit: int
+    ) -> list[EventRow]:
+        """One range of task_events' primary key after `after_id`, each row joined to its task
+        by primary key: it reads every tenant's events in that range, so its cost grows with
+        all tenants' traffic, not with this tenant's alone (task_events has no tenant)."""
+        async with self._database.cursor() as cursor:
+            await cursor.execute(*tenant_events_statement(tenant, after_id, limit))
+            return [event_row_of(row) for row in await cursor.fetchall()]
+
+    async def newest_event_id(self) -> int:
+        async with self._database.cursor() as cursor:
+            await cursor.execute("SELECT COALESCE(MAX(id), 0) FROM task_events")
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
 
     async def ping(self) -> None:
         async with self._database.cursor() as cursor:

@@ -3,7 +3,8 @@
 
 With no keys configured, everyone is let in and the caller is `OPEN`, whose tasks are those
 of the tenant '' (every task made while keys are off; none a key made). With keys, every path needs `Authorization:
-Bearer <key>` except the health probes, and the docs and /metrics while DOCS_PUBLIC and
+Bearer <key>` except the health probes, the dashboard's pages and files (which hold no task
+data: its script sends the key), and the docs and /metrics while DOCS_PUBLIC and
 METRICS_PUBLIC say so; a missing or wrong key is a 401 problem with `WWW-Authenticate`
 (RFC 6750), before any of the request's body is read.
 """
@@ -30,6 +31,9 @@ _HEALTH = ("/health", "/health/")
 _DOCS = frozenset({"/docs", "/openapi.json"})
 _DOCS_ASSETS = "/docs/assets/"
 _METRICS = "/metrics"
+# The dashboard's pages and files hold no task data (its script reads the API with a key).
+_DASHBOARD = ("/", "/dashboard")
+_UNDER_DASHBOARD = "/dashboard/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,8 @@ class ApiKeys:
             or path == _HEALTH[0]
             or path.startswith(_HEALTH[1])
             or (self._docs_public and path.startswith(_DOCS_ASSETS))
+            or path in _DASHBOARD
+            or path.startswith(_UNDER_DASHBOARD)
         ):
             await self.app(scope, receive, send)
             return

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from common.settings import Settings
+from models.figures import ThroughputQuery
 from models.tasks import MAX_EVENT_ID, TaskCreate, TaskListQuery
 from services.idempotency import InvalidIdempotencyKey, parse_idempotency_key
 from services.webhooks.targets import TargetRefused, check_url
@@ -114,10 +115,23 @@ def task_list_query(request: Request) -> TaskListQuery:
     try:
         return TaskListQuery.model_validate(params)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        raise RequestValidationError(
-            [{**error, "loc": ("query", *error["loc"][:1])} for error in errors]
-        ) from None
+        raise _query_errors(exc) from None
+
+
+def throughput_query(request: Request) -> ThroughputQuery:
+    """The query string of `GET /api/tasks/throughput`."""
+    try:
+        return ThroughputQuery.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        raise _query_errors(exc) from None
+
+
+def _query_errors(exc: ValidationError) -> RequestValidationError:
+    """Each error located at its query parameter (as FastAPI locates them)."""
+    errors = exc.errors(include_url=False)
+    return RequestValidationError(
+        [{**error, "loc": ("query", *error["loc"][:1])} for error in errors]
+    )
 
 
 def idempotency_key(request: Request) -> str | None:

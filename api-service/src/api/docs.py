@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from common.task_types import CATALOGUE
 from common.tasks import TaskStatus
+from models.figures import MAX_THROUGHPUT_MINUTES
 from models.tasks import MAX_EVENT_ID
 
 
@@ -67,6 +69,14 @@ LIST_PARAMETERS: list[dict[str, Any]] = [
         "explode": True,
     },
     {
+        "name": "type",
+        "in": "query",
+        "required": False,
+        "description": "Only tasks of this type: a name from `GET /api/task-types`.",
+        "schema": {"type": "string", "enum": sorted(CATALOGUE)},
+        "example": "hash_chain",
+    },
+    {
         "name": "created_after",
         "in": "query",
         "required": False,
@@ -99,6 +109,21 @@ LIST_PARAMETERS: list[dict[str, Any]] = [
             "minLength": 1,
             "maxLength": 200,
             "pattern": "^[A-Za-z0-9_-]+$",
+        },
+    },
+]
+
+THROUGHPUT_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "minutes",
+        "in": "query",
+        "required": False,
+        "description": "How many minutes back, the current one included.",
+        "schema": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_THROUGHPUT_MINUTES,
+            "default": 60,
         },
     },
 ]

@@ -106,11 +106,12 @@ def _json(body: object) -> Response:
 
 
 def _list_scope(query: TaskListQuery) -> bytes:
-    """What a cursor is bound to: the filters of the list it pages through."""
-    return orjson.dumps(
-        [sorted(query.status), query.created_after, query.created_before],
-        option=orjson.OPT_UTC_Z,
-    )
+    """What a cursor is bound to: the filters of the list it pages through. The type only
+    when given, so that the cursors made before there was a type filter stay valid."""
+    filters: list[object] = [sorted(query.status), query.created_after, query.created_before]
+    if query.type is not None:
+        filters.append({"type": query.type})
+    return orjson.dumps(filters, option=orjson.OPT_UTC_Z)
 
 
 def _task_query(query: TaskListQuery, tenant: str) -> TaskQuery:
@@ -124,6 +125,7 @@ def _task_query(query: TaskListQuery, tenant: str) -> TaskQuery:
             ) from None
     return TaskQuery(
         statuses=frozenset(query.status),
+        type=query.type,
         created_after=query.created_after,
         created_before=query.created_before,
         after=after,
@@ -133,16 +135,19 @@ def _task_query(query: TaskListQuery, tenant: str) -> TaskQuery:
 
 
 def task_routes(
-    backends: Backends, settings: Settings, metrics: ApiMetrics | None = None
+    backends: Backends,
+    settings: Settings,
+    streams: StreamSlots,
+    metrics: ApiMetrics | None = None,
 ) -> APIRouter:
     """`/api/tasks`: every endpoint takes the Request (and path parameters) and returns a
-    Response (api.lean_route)."""
+    Response (api.lean_route). `streams`: the slots its event streams share with the
+    tenant's stream (api.events)."""
     router = APIRouter(prefix="/api/tasks", tags=["tasks"], route_class=LeanRoute)
     repository, publisher = backends.repository, backends.publisher
     poll_after = settings.poll_after_seconds
     key_ttl_seconds = settings.idempotency_key_ttl_hours * 3600
     rules = SubmitRules.of(settings)
-    streams = StreamSlots(settings.max_streams_per_tenant)
     pressure = backends.pressure
 
     @router.post(
@@ -216,9 +221,10 @@ def task_routes(
         openapi_extra={"parameters": LIST_PARAMETERS},
     )
     async def list_all_tasks(request: Request) -> Response:
-        """A page of tasks, newest first, optionally of some statuses and a creation time
-        range. Pass the answer's `next_cursor` as `cursor` (with the same filters) for the
-        next page. Each page is read from an index: as fast 10,000 rows deep as on top."""
+        """A page of tasks, newest first, optionally of some statuses, one type and a creation
+        time range. Pass the answer's `next_cursor` as `cursor` (with the same filters) for the
+        next page. Each page is read from an index: as fast 10,000 rows deep as on top (with
+        a type and a status, the type's rows are read until a page of that status is found)."""
         query = task_list_query(request)
         records, more = await list_tasks(
             repository=repository, query=_task_query(query, caller_of(request).owner)
@@ -376,6 +382,23 @@ async def _event_stream(
         last_event_id=after,
         heartbeat_seconds=settings.events_heartbeat_seconds,
     )
+    return held_stream(
+        stream, tenant, streams, settings, metrics, context={"task_id": record.task_id}
+    )
+
+
+def held_stream(
+    stream: AsyncIterator[bytes],
+    tenant: str,
+    streams: StreamSlots,
+    settings: Settings,
+    metrics: ApiMetrics | None,
+    *,
+    context: dict[str, str],
+) -> Response:
+    """The stream as a `text/event-stream` answer that holds one of the tenant's slots until
+    it ends, or the 429 problem when the tenant holds them all. `context`: what its log line
+    names if the database ends it."""
     if not streams.take(tenant):
         return problem(
             429,
@@ -384,7 +407,7 @@ async def _event_stream(
             type_=TOO_MANY_STREAMS_PROBLEM,
             headers={"Retry-After": str(settings.retry_after_seconds)},
         )
-    quiet = _ending_quietly(stream, record.task_id)
+    quiet = _ending_quietly(stream, context)
     return _HeldStream(
         quiet if metrics is None else metrics.streaming(quiet),
         lambda: streams.give_back(tenant),
@@ -393,14 +416,16 @@ async def _event_stream(
     )
 
 
-async def _ending_quietly(stream: AsyncIterator[bytes], task_id: str) -> AsyncIterator[bytes]:
+async def _ending_quietly(
+    stream: AsyncIterator[bytes], context: dict[str, str]
+) -> AsyncIterator[bytes]:
     """Once the stream has begun, an unavailable database can only end it: the client
     reconnects with Last-Event-ID and misses nothing."""
     try:
         async for chunk in stream:
             yield chunk
     except DependencyUnavailable as exc:
-        logger.warning("event stream ended", extra={"task_id": task_id, "error": str(exc)})
+        logger.warning("event stream ended", extra={**context, "error": str(exc)})
 
 
 def task_type_routes(settings: Settings) -> APIRouter:

@@ -583,6 +583,7 @@ class TaskListQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     status: list[TaskStatus] = Field(default_factory=list)
+    type: Annotated[str, AfterValidator(_known_type)] | None = None
     created_after: Rfc3339Bound | None = None
     created_before: Rfc3339Bound | None = None
     limit: int = Field(default=20, ge=1, le=100)

@@ -19,7 +19,14 @@ from common.logs import bind
 from common.messages import TaskMessage, is_task_id
 from common.ports import TaskPublisher, TaskRepository
 from common.task_types import DEFAULT_TYPE
-from common.tasks import IdempotencyKey, NewTask, TaskQuery, TaskRecord, TaskStatus
+from common.tasks import (
+    IdempotencyKey,
+    MinuteThroughput,
+    NewTask,
+    TaskQuery,
+    TaskRecord,
+    TaskStatus,
+)
 
 Broadcast = Callable[[Sequence[str]], None]
 
@@ -154,3 +161,10 @@ async def list_tasks(
 
 async def task_counts(*, repository: TaskRepository, tenant: str) -> dict[TaskStatus, int]:
     return await repository.count_by_status(tenant)
+
+
+async def task_throughput(
+    *, repository: TaskRepository, tenant: str, minutes: int
+) -> list[MinuteThroughput]:
+    """The tenant's submitted and completed tasks in each of the last `minutes` minutes."""
+    return await repository.throughput(tenant, minutes=minutes)
