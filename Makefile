@@ -16,7 +16,7 @@ HEALTH_PORT_GIVEN = $(if $(filter command line,$(origin WORKER_HEALTH_PORT)),exp
 # `make run WORKERS=3`: workers on WORKER_HEALTH_PORT (8001 unless .env says) and the ports after it.
 WORKERS ?= 1
 
-.PHONY: help install lock api worker webhook-sender webhook-secret api-key run redrive chaos chaos-short openapi migrate db smoke test test-unit test-integration lint format clean bench bench-smoke
+.PHONY: help install lock api worker webhook-sender webhook-secret api-key run redrive chaos chaos-short openapi migrate db smoke screenshots test test-unit test-integration lint format clean bench bench-smoke
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -111,6 +111,11 @@ test: install ## Unit, integration and end-to-end tests (a scratch database and 
 
 smoke: install ## Both services run as their Dockerfiles' CMDs run them, one task to COMPLETED
 	$(PY) -m pytest tests/test_smoke.py
+
+# The browser tests' screenshot test, with its pictures kept (other runs write them to a
+# temporary directory); it needs Debian's Chromium, as tests/browser does.
+screenshots: install ## Write docs/images/dashboard-{desktop,mobile}.png from a browser test run
+	SCREENSHOTS_DIR=$(CURDIR)/docs/images $(PY) -m pytest -q tests/browser/test_dashboard_screenshots.py
 
 test-unit: install ## Only the tests that need no services
 	cd api-service && $(PY) -m pytest -m unit

@@ -1,0 +1,1 @@
+"""The dashboard driven in a browser (see conftest.py)."""
