@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import cpu_bound, listing, scheduled, store, streams, webhooks
+from bench import cpu_bound, dashboard, listing, scheduled, store, streams, webhooks
 from bench.peers import CELERY, DRAMATIQ, PEERS
 from bench.plan import ROOT, Plan
 from bench.results import Check
@@ -92,6 +92,30 @@ measurement sets below), and drops both at the end. Every measurement has a warm
   that is read often. `GET /api/tasks/stats` is timed the same way (it sums the 80 rows of
   `task_counts`, which the transitions keep); its counts must equal a `COUNT(*)` of the table's
   rows.
+- **Dashboard page load.** Over the same {rows:,} rows, on the API x1 (`task_counts` is
+  recounted after the bulk load, so the counts are the rows'; `task_throughput` is not filled
+  by it: the chart shows what the submit measurement left in the last hour, and its call reads
+  at most an hour of per-minute rows whatever the table holds). Debian's Chromium, headless,
+  driven through Playwright from the suite's process, loads `/dashboard` once as a warm-up
+  (the fresh browser's first page, reported beside the figure, not in it), then
+  {dashboard_loads} first visits, each in a new browser context (nothing cached: the page, its
+  script, stylesheet and icon are fetched), and {dashboard_loads} loads in new tabs of one
+  context that has loaded it before, as a user opens it again (the files, named by a hash of
+  their content and sent as `immutable`, come from the cache; the target is these loads' p50).
+  Each load makes the script's calls
+  (`GET /api/tasks/stats`, `GET {dashboard_list}`, `GET /api/tasks/throughput?minutes=60`,
+  `GET /api/queue`, the four it waits for, and the `/api/events` stream it keeps open). The
+  figure is `performance.getEntriesByName("dashboard-ready")[0].startTime`: from the
+  navigation's start to the mark the script makes once the counts, the table, the chart and
+  the backlog are drawn. The four calls' durations come from the page's Resource Timing
+  entries: each load's slowest, each call's p50, and the load cut into the time before the
+  first call starts (the page and its script), the calls (first start to last end) and the
+  time after them (the answers parsed and drawn, and whatever else holds the page's main thread).
+  The browser shares the cores with the API, MariaDB and RabbitMQ.
+  Honesty, on every load: ready (not an error) with all four calls made, the table's
+  {dashboard_rows} rows the ids of `GET {dashboard_list}` in order (the table's newest
+  {dashboard_rows}), and each `[data-count]` figure and the total equal to
+  `GET /api/tasks/stats` (whose counts equal a `COUNT(*)` of the rows).
 - **Event streams.** The API x1 and {streams:,} tasks submitted through it, with no worker yet;
   one `GET /api/tasks/{{id}}/events` stream is opened on each ({opening} at a time; a stream
   counts as open once its first frame, the task's `created` event, is in). The API's resident
@@ -224,6 +248,9 @@ def write_doc(
         deep_pages=listing.DEEP_PAGES,
         walked=(listing.DEEP_PAGES + 1) * listing.PAGE_SIZE,
         list_connections=plan.list_connections,
+        dashboard_loads=plan.dashboard_loads,
+        dashboard_list=dashboard.LIST_CALL,
+        dashboard_rows=dashboard.PAGE_ROWS,
         streams=plan.streams,
         opening=streams.OPENING_AT_ONCE,
         stream_concurrency=plan.stream_concurrency,
@@ -246,7 +273,8 @@ def write_doc(
         "",
         "`make bench` starts the API (one and two uvicorn processes), the worker, a hello-world"
         " FastAPI app, a Celery and a Dramatiq peer against the local MariaDB and RabbitMQ,"
-        " drives them, stops them, prints the table below and rewrites this file. It installs"
+        " drives them (and loads the dashboard in Debian's Chromium, `/usr/bin/chromium` or"
+        " `CHROMIUM`), stops them, prints the table below and rewrites this file. It installs"
         " wrk (Debian) when run as root, and makes the peers' venvs on first use. `make bench-smoke`"
         " runs the same code for a few seconds per measurement (CI runs it after `make test`): it checks"
         " that every measurement yields a number and that the honesty checks pass, not the"

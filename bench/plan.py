@@ -30,6 +30,7 @@ class Plan:
     in_flight_delay: tuple[float, float]
     in_flight_warmup_seconds: float
     list_connections: int  # wrk's connections for the list pages and the stats
+    dashboard_loads: int  # measured loads of /dashboard in Chromium, after one warm-up
     streams: int  # event streams held open on one API process
     stream_concurrency: int  # WORKER_CONCURRENCY while the streamed tasks run
     stream_delay: tuple[float, float]  # their simulated delay
@@ -67,6 +68,7 @@ FULL = Plan(
     in_flight_delay=(5.0, 10.0),
     in_flight_warmup_seconds=10.0,
     list_connections=4,
+    dashboard_loads=20,
     streams=1_000,
     stream_concurrency=100,
     stream_delay=(0.5, 1.5),
@@ -96,6 +98,7 @@ SMOKE = Plan(
     in_flight_delay=(0.5, 1.0),
     in_flight_warmup_seconds=1.0,
     list_connections=4,
+    dashboard_loads=3,
     streams=50,
     stream_concurrency=10,
     stream_delay=(0.1, 0.3),

@@ -91,6 +91,32 @@ class Listing:
 
 
 @dataclass(frozen=True, slots=True)
+class DashboardLoads:
+    """/dashboard in Chromium (bench.dashboard): navigation start to the script's
+    `dashboard-ready` mark, each load in a new tab of a browser that has loaded it before;
+    first visits (a new browser context each) apart."""
+
+    rows: int  # in the table
+    loads: int  # measured, after the warm-up
+    warmup_ms: float  # the first load in the fresh browser, not counted
+    p50_ms: float
+    p95_ms: float
+    max_ms: float
+    first_visit_p50_ms: float  # a new context each: nothing cached
+    first_visit_p95_ms: float
+    slowest_call_p50_ms: float  # each load's slowest API call (its Resource Timing duration)
+    slowest_call_max_ms: float
+    slowest_call: str  # the call most often the slowest, by bench.dashboard.CALLS' names
+    slowest_call_loads: int  # in how many of the loads
+    calls_p50_ms: dict[str, float]  # each call's duration, p50 over the loads
+    # Where the time went, p50s: navigation start to the first call's start (the page, its
+    # script and stylesheet), the first call's start to the last one's end, then the drawing.
+    before_calls_p50_ms: float
+    calls_span_p50_ms: float
+    after_calls_p50_ms: float
+
+
+@dataclass(frozen=True, slots=True)
 class Streams:
     streams: int
     events: int  # transitions delivered while the streams were open (not the first frames)
@@ -160,6 +186,7 @@ class Results:
     end_to_end: EndToEnd | None = None
     in_flight: InFlight | None = None
     listing: Listing | None = None
+    dashboard: DashboardLoads | None = None
     streams: Streams | None = None
     scheduled: Scheduled | None = None
     webhooks: Webhooks | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from bench.cpu_bound import ROUNDS, measure_hash_chain
+from bench.dashboard import measure_dashboard
 from bench.drain import drain_ours, drain_peer
 from bench.end_to_end import measure_end_to_end
 from bench.environment import BenchEnvironment, bench_environment
@@ -48,6 +49,9 @@ async def _read(bench: BenchEnvironment, plan: Plan, results: Results) -> None:
         _record(results, check)
     logger.info("list and stats: API x1, %s rows", f"{plan.read_rows:,}")
     results.listing, checks = await measure_listing(bench, plan)
+    _record(results, *checks)
+    logger.info("dashboard: %d page loads in Chromium, API x1", plan.dashboard_loads + 1)
+    results.dashboard, checks = await measure_dashboard(bench, plan)
     _record(results, *checks)
     await clear_rows(bench)
 

@@ -85,3 +85,14 @@ async def test_the_pages_are_open_when_keys_are_on(repository: InMemoryTaskRepos
         assert (await client.get("/api/tasks")).status_code == 401  # the data stays behind it
         keyed = await client.get("/api/tasks", headers={"Authorization": f"Bearer {key}"})
         assert keyed.status_code == 200
+
+
+async def test_the_files_are_kept_for_good_under_their_hashed_names(
+    client: httpx.AsyncClient,
+) -> None:
+    page = (await client.get("/dashboard")).text
+    for url in re.findall(r'(/dashboard/assets/[^"?]+\?v=[0-9a-f]{12})"', page):
+        answer = await client.get(url)
+        assert answer.headers["cache-control"] == "public, max-age=31536000, immutable", url
+    # The page itself is asked for again each time: it names the files' current hashes.
+    assert (await client.get("/dashboard")).headers["cache-control"] == "no-cache"

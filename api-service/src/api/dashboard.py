@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
 from common.task_types import CATALOGUE, DEFAULT_TYPE
@@ -40,9 +41,19 @@ _PAGE_HEADERS = {
 }
 
 
+class _Assets(StaticFiles):
+    """The dashboard's files. The pages name each with a hash of its content, so a browser
+    may keep one for good and never ask again: another content is another URL."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        return response
+
+
 def install_dashboard(app: FastAPI) -> None:
     """GET / (a redirect), /dashboard, /dashboard/tasks/{task_id} and the assets."""
-    app.mount(ASSETS, StaticFiles(directory=_FILES), name="dashboard")
+    app.mount(ASSETS, _Assets(directory=_FILES), name="dashboard")
     templates = Environment(
         loader=FileSystemLoader(_HERE / "templates"),
         autoescape=select_autoescape(default=True),

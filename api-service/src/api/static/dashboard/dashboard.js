@@ -371,13 +371,14 @@ function overview() {
     setText("list-status", `Could not load tasks: ${error.message}`);
   }
 
+  // The page's data first, so that its requests leave before anything else is set up.
+  const loaded = Promise.all([refreshFigures(), loadPage(true)]);
   submitForm(async (taskId) => {
     await mergeFirstPage();
     return taskId;
   });
-
   subscribe("/api/events", { onEvents });
-  return Promise.all([refreshFigures(), loadPage(true)]);
+  return loaded;
 }
 
 // ---- The submit form ----------------------------------------------------------------------
