@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,3 +65,16 @@ def api_client(base_url: str, **options: Any) -> httpx.AsyncClient:
         keepalive_expiry=CLIENT_KEEPALIVE_SECONDS,
     )
     return httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits, **options)
+
+
+def wait_ready(base_url: str, log: Path) -> None:
+    """Return once the API at `base_url` answers /health; fail with its log after 30 s."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the API did not become ready:\n{log.read_text()}")

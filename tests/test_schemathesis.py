@@ -32,12 +32,10 @@ from __future__ import annotations
 import base64
 import re
 import secrets
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -48,7 +46,7 @@ from schemathesis import Case
 
 from common.api_keys import new_api_key
 from common.settings import Settings
-from testkit.processes import free_port, service_process
+from testkit.processes import free_port, service_process, wait_ready
 from testkit.scratch import service_environment
 
 # Each run of either test (one API process) takes up to a minute or so; the default 120 s is
@@ -92,18 +90,6 @@ def worker(direct: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     }
     with service_process("worker-service", env, log):
         yield
-
-
-def wait_ready(base_url: str, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base_url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"the API did not become ready:\n{log.read_text()}")
 
 
 @pytest.fixture(scope="module", params=["keys off", "keys on"])

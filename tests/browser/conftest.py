@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, ViewportSize, expect, sync_playwright
 
-from browser.support import Services, Tab, TabMaker, wait_ready
+from browser.support import Services, Tab, TabMaker
 from common.api_keys import new_api_key
 from common.settings import Settings
-from testkit.processes import free_port, service_process
+from testkit.processes import free_port, service_process, wait_ready
 from testkit.scratch import scratch_environment, service_environment
 
 # Debian's package (apt-get install chromium; .ci/run installs it): never `playwright install`.

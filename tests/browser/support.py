@@ -102,19 +102,6 @@ class ServiceClient:
             time.sleep(0.1)  # the poll's interval, within the deadline above
 
 
-def wait_ready(base_url: str, log: Path) -> None:
-    """Return once the API at `base_url` answers /health; fail with its log after 30 s."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base_url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"the API did not become ready:\n{log.read_text()}")
-
-
 @dataclass
 class Tab:
     """A page in a context of its own, on one API, recording every request it makes, every

@@ -4,6 +4,7 @@ day, are deleted in bounded batches."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
 from common.ports import TaskRepository
@@ -17,15 +18,12 @@ async def run_key_purge(
 ) -> NoReturn:
     """Forever: delete a batch of expired keys; at once again while batches come back full,
     so that a backlog goes in bounded steps without holding long locks."""
-
-    async def one_pass() -> float:
-        deleted = await repository.purge_idempotency_keys(limit=batch_size)
-        if deleted:
-            logger.info("expired idempotency keys deleted", extra={"count": deleted})
-        return 0.0 if deleted >= batch_size else interval_seconds
-
-    await run_forever(
-        one_pass, name="idempotency key purge", max_backoff_seconds=max(interval_seconds, 5.0)
+    await _purge_forever(
+        repository.purge_idempotency_keys,
+        what="expired idempotency keys",
+        loop="idempotency key purge",
+        interval_seconds=interval_seconds,
+        batch_size=batch_size,
     )
 
 
@@ -42,13 +40,27 @@ async def run_throughput_purge(
 ) -> NoReturn:
     """Forever: delete a batch of throughput rows older than a day, as the key purge does
     (at once again while batches come back full)."""
+    await _purge_forever(
+        repository.purge_throughput,
+        what="old throughput minutes",
+        loop="throughput purge",
+        interval_seconds=interval_seconds,
+        batch_size=batch_size,
+    )
 
+
+async def _purge_forever(
+    purge: Callable[..., Awaitable[int]],
+    *,
+    what: str,
+    loop: str,
+    interval_seconds: float,
+    batch_size: int,
+) -> NoReturn:
     async def one_pass() -> float:
-        deleted = await repository.purge_throughput(limit=batch_size)
+        deleted = await purge(limit=batch_size)
         if deleted:
-            logger.info("old throughput minutes deleted", extra={"count": deleted})
+            logger.info(f"{what} deleted", extra={"count": deleted})
         return 0.0 if deleted >= batch_size else interval_seconds
 
-    await run_forever(
-        one_pass, name="throughput purge", max_backoff_seconds=max(interval_seconds, 5.0)
-    )
+    await run_forever(one_pass, name=loop, max_backoff_seconds=max(interval_seconds, 5.0))
