@@ -171,14 +171,26 @@ function setText(id, value) {
   if (node) node.textContent = value;
 }
 
+// Numbers and times are formatted here rather than with Intl (toLocaleString), whose first
+// use in a new page costs it tens of milliseconds before anything is drawn.
 function number(value) {
-  return value === null || value === undefined ? "—" : Number(value).toLocaleString("en");
+  if (value === null || value === undefined) return "—";
+  return String(Math.trunc(Number(value))).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+}
+
+const pad = (value) => String(value).padStart(2, "0");
+
+function clock(when) {
+  return `${pad(when.getHours())}:${pad(when.getMinutes())}:${pad(when.getSeconds())}`;
+}
+
+function localTime(when) {
+  return `${when.getFullYear()}-${pad(when.getMonth() + 1)}-${pad(when.getDate())} ${clock(when)}`;
 }
 
 function timeElement(iso) {
   if (!iso) return document.createTextNode("—");
-  const when = new Date(iso);
-  return el("time", { datetime: iso, title: iso }, when.toLocaleString());
+  return el("time", { datetime: iso, title: iso }, localTime(new Date(iso)));
 }
 
 function badge(status) {
@@ -290,7 +302,7 @@ function overview() {
   function renderQueue(queue) {
     setText("queue-ready", number(queue.queue_ready));
     setText("outbox-backlog", number(queue.outbox_backlog));
-    setText("backlog-measured", queue.measured_at ? `Measured ${new Date(queue.measured_at).toLocaleTimeString()}` : "Not measured yet");
+    setText("backlog-measured", queue.measured_at ? `Measured ${clock(new Date(queue.measured_at))}` : "Not measured yet");
   }
 
   function renderThroughput(throughput) {
