@@ -26,14 +26,15 @@ from common.tasks import TaskStatus
 
 SHARDS = 16  # as db/init.sql and migration 0003 seed them (for the tenant '')
 
-_SHARD = f"MOD(CONNECTION_ID(), {SHARDS})"
+# The shard a transition writes: its connection's (task_throughput shards the same way).
+SHARD = f"MOD(CONNECTION_ID(), {SHARDS})"
 _ADD = " ON DUPLICATE KEY UPDATE n = n + VALUES(n)"
 
 
 def created(tenants: Sequence[str]) -> Statement:
     """New PENDING tasks, one for each entry of `tenants` (each task's tenant)."""
     per_tenant = Counter(tenants)
-    rows = ", ".join([f"(%s, 'PENDING', {_SHARD}, %s)"] * len(per_tenant))
+    rows = ", ".join([f"(%s, 'PENDING', {SHARD}, %s)"] * len(per_tenant))
     return (
         f"INSERT INTO task_counts (tenant, status, shard, n) VALUES {rows}{_ADD}",  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
         [part for tenant, count in per_tenant.items() for part in (tenant, count)],
@@ -62,7 +63,7 @@ def _moved(
 ) -> Statement:
     return (
         "INSERT INTO task_counts (tenant, status, shard, n)"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
-        f" SELECT t.tenant, s.status, {_SHARD}, IF(s.status = %s, COUNT(*), -COUNT(*))"
+        f" SELECT t.tenant, s.status, {SHARD}, IF(s.status = %s, COUNT(*), -COUNT(*))"
         f" FROM tasks AS t CROSS JOIN (SELECT %s AS status UNION ALL SELECT {source_sql}) AS s"
         f" WHERE t.id IN ({in_clause(len(ids))}) AND t.claim_token = %s"
         f" GROUP BY t.tenant, s.status{_ADD}",

@@ -21,13 +21,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from common.mysql.connection import Statement
-from common.mysql.counts import SHARDS
+from common.mysql.counts import SHARD
 from common.mysql.events import in_clause
 from common.tasks import MinuteThroughput
 
 RETENTION_MINUTES = 24 * 60  # a day: the longest window a read may ask for
 
-_SHARD = f"MOD(CONNECTION_ID(), {SHARDS})"
 # The start of the current UTC minute (both calls read the statement's one clock).
 _MINUTE = "UTC_TIMESTAMP() - INTERVAL SECOND(UTC_TIMESTAMP()) SECOND"
 
@@ -35,7 +34,7 @@ _MINUTE = "UTC_TIMESTAMP() - INTERVAL SECOND(UTC_TIMESTAMP()) SECOND"
 def submitted(tenants: Sequence[str]) -> Statement:
     """New tasks, one for each entry of `tenants` (each task's tenant), in this minute."""
     per_tenant = Counter(tenants)
-    rows = ", ".join([f"(%s, {_MINUTE}, {_SHARD}, %s)"] * len(per_tenant))
+    rows = ", ".join([f"(%s, {_MINUTE}, {SHARD}, %s)"] * len(per_tenant))
     return (
         f"INSERT INTO task_throughput (tenant, minute, shard, submitted) VALUES {rows}"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
         " ON DUPLICATE KEY UPDATE submitted = submitted + VALUES(submitted)",
@@ -48,7 +47,7 @@ def completed(ids: Sequence[str], token: str) -> Statement:
     tenant: one batch of a worker may hold several tenants' tasks)."""
     return (
         "INSERT INTO task_throughput (tenant, minute, shard, completed)"  # nosec B608  # constant SQL fragments and %s placeholders; values are parameters
-        f" SELECT tenant, {_MINUTE}, {_SHARD}, COUNT(*) FROM tasks"
+        f" SELECT tenant, {_MINUTE}, {SHARD}, COUNT(*) FROM tasks"
         f" WHERE id IN ({in_clause(len(ids))}) AND claim_token = %s AND status = 'COMPLETED'"
         " GROUP BY tenant ON DUPLICATE KEY UPDATE completed = completed + VALUES(completed)",
         [*ids, token],
