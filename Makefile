@@ -16,7 +16,7 @@ HEALTH_PORT_GIVEN = $(if $(filter command line,$(origin WORKER_HEALTH_PORT)),exp
 # `make run WORKERS=3`: workers on WORKER_HEALTH_PORT (8001 unless .env says) and the ports after it.
 WORKERS ?= 1
 
-.PHONY: help install lock api worker webhook-sender webhook-secret api-key run redrive chaos chaos-short openapi migrate db smoke screenshots test test-unit test-integration lint format clean bench bench-smoke
+.PHONY: help install lock api worker webhook-sender webhook-secret api-key run redrive chaos chaos-short openapi migrate db smoke screenshots test test-unit test-integration lint format clean bench bench-smoke fuzz
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -156,3 +156,6 @@ bench: install ## Benchmark the services against their targets (~12 min); writes
 
 bench-smoke: install ## The benchmark suite's code path, a few seconds per measurement (CI runs it)
 	$(PY) -m bench --smoke
+
+fuzz: install ## Schemathesis against a running API and worker, keys off and on (~4 min; CI runs it)
+	$(PY) -m pytest -m fuzz tests/test_schemathesis.py

@@ -51,7 +51,7 @@ from testkit.scratch import service_environment
 
 # Each run of either test (one API process) takes up to a minute or so; the default 120 s is
 # too near for a loaded machine.
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.fuzz, pytest.mark.timeout(300)]
 
 EXAMPLES_PER_OPERATION = 60
 STATEFUL_SCENARIOS = 10
