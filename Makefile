@@ -16,10 +16,10 @@ HEALTH_PORT_GIVEN = $(if $(filter command line,$(origin WORKER_HEALTH_PORT)),exp
 # `make run WORKERS=3`: workers on WORKER_HEALTH_PORT (8001 unless .env says) and the ports after it.
 WORKERS ?= 1
 
-.PHONY: help install lock api worker webhook-sender webhook-secret api-key run redrive chaos chaos-short openapi migrate db smoke screenshots test test-unit test-integration lint format clean bench bench-smoke fuzz
+.PHONY: help install lock api worker webhook-sender webhook-secret api-key run redrive chaos chaos-short openapi migrate db smoke screenshots test test-unit test-integration lint format clean bench bench-smoke fuzz scale
 
 help: ## List the commands
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed ## Create .venv with both services' requirements and the dev tools
 
@@ -127,7 +127,7 @@ test-unit: install ## Only the tests that need no services
 PROMTOOL ?= promtool
 PROMETHEUS_DIR := monitoring/prometheus
 
-lint: install ## ruff, mypy (strict), the Compose file's schema, hadolint, bandit, the monitoring profile (promtool, dashboard)
+lint: install ## ruff, mypy (strict), the Compose file's schema, hadolint, bandit, the monitoring profile (promtool, dashboard), the Kubernetes manifests
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	cd api-service && MYPYPATH=src:.. $(PY) -m mypy --config-file ../pyproject.toml src tests
@@ -143,6 +143,28 @@ lint: install ## ruff, mypy (strict), the Compose file's schema, hadolint, bandi
 	$(PROMTOOL) check rules $(PROMETHEUS_DIR)/alerts.yml
 	$(PROMTOOL) test rules $(PROMETHEUS_DIR)/alerts_test.yml
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_monitoring_config.py  # the dashboard and provisioning
+	@$(MAKE) --no-print-directory k8s-check
+
+# The Kubernetes manifests (deploy/k8s, docs/kubernetes.md) as `kubectl apply -k` would send them,
+# checked without a cluster or a network: the built-in kinds against Kubernetes K8S_VERSION's own
+# schemas, which kubernetes-validate ships, and the ScaledObject against KEDA's, vendored in
+# deploy/k8s/schemas. Any kubectl of 1.21 or later (its kustomize writes one file per object).
+K8S_VERSION ?= 1.32.0
+K8S_KUSTOMIZATIONS := deploy/k8s/base deploy/k8s/overlays/dev
+.PHONY: k8s-check
+k8s-check: install ## The Kubernetes manifests (base, dev overlay) against the Kubernetes and KEDA schemas
+	@command -v kubectl >/dev/null || { echo "k8s-check: kubectl not found: install kubectl 1.21 or later (Debian 12's kubernetes-client is 1.20, too old)" >&2; exit 1; }
+	@kubectl kustomize --help | grep -q -- '--output' || { echo "k8s-check: this kubectl's kustomize is too old: kubectl 1.21 or later" >&2; exit 1; }
+	@# One file per object, named group_version_kind_name.yaml. KEDA's (keda.sh_*) go to its
+	@# schema, whose pinned kind fails any KEDA object but a ScaledObject.
+	@rendered=$$(mktemp -d); trap 'rm -rf "$$rendered"' EXIT; set -e; \
+	for dir in $(K8S_KUSTOMIZATIONS); do \
+		out=$$rendered/$${dir//\//_}; mkdir "$$out"; \
+		echo "kubectl kustomize $$dir"; kubectl kustomize "$$dir" -o "$$out"; \
+		(cd "$$out" && $(PY) -m kubernetes_validate --strict -k $(K8S_VERSION) $$(ls *.yaml | grep -v '^keda\.sh_')); \
+		echo "check-jsonschema $$(cd "$$out" && echo keda.sh_*.yaml)"; \
+		$(PY) -m check_jsonschema --schemafile deploy/k8s/schemas/scaledobject_v1alpha1.json "$$out"/keda.sh_*.yaml; \
+	done
 
 format: install ## Apply ruff's fixes and formatting
 	$(PY) -m ruff check --fix .
@@ -156,6 +178,10 @@ bench: install ## Benchmark the services against their targets (~12 min); writes
 
 bench-smoke: install ## The benchmark suite's code path, a few seconds per measurement (CI runs it)
 	$(PY) -m bench --smoke
+	$(PY) -m bench.scale --smoke
+
+scale: install ## 1-3 API and 1-4 worker processes on this machine: the throughput curve (~4 min; docs/scaling.md)
+	$(PY) -m bench.scale
 
 fuzz: install ## Schemathesis against a running API and worker, keys off and on (~4 min; CI runs it)
 	$(PY) -m pytest -m fuzz tests/test_schemathesis.py

@@ -27,6 +27,7 @@ import uvloop
 from bench import services
 from bench.environment import bench_environment
 from bench.plan import FULL, ROOT
+from bench.processes import cpu_seconds, pids_named
 from bench.store import new_ids
 from bench.wrk import ensure_wrk, run_wrk, write_ids
 
@@ -114,31 +115,10 @@ def summarise(raw_stacks: str, top: int = 15) -> str:
     return "\n".join(lines)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _pids_named(*names: str) -> dict[str, list[int]]:
-    found: dict[str, list[int]] = {name: [] for name in names}
-    for entry in Path("/proc").iterdir():
-        try:
-            command = (entry / "comm").read_text().strip()
-        except OSError:
-            continue
-        if command in found:
-            found[command].append(int(entry.name))
-    return found
-
-
 def cpu_snapshot(api_pid: int) -> dict[str, float]:
     """CPU seconds so far of the API and of what it talks to on this machine."""
-    groups = {"API": [api_pid], **_pids_named("mariadbd", "beam.smp", "wrk")}
-    return {name: sum(map(_cpu_seconds, pids)) for name, pids in groups.items()}
+    groups = {"API": [api_pid], **pids_named("mariadbd", "beam.smp", "wrk")}
+    return {name: sum(map(cpu_seconds, pids)) for name, pids in groups.items()}
 
 
 async def record(seconds: float, output: Path, *, read: bool) -> dict[str, float]:

@@ -42,6 +42,28 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pids_named(*names: str) -> dict[str, list[int]]:
+    """The processes whose command name is each of `names` (mariadbd, beam.smp, ...)."""
+    found: dict[str, list[int]] = {name: [] for name in names}
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if command in found:
+            found[command].append(int(entry.name))
+    return found
+
+
 def _status_kib(pid: int, field: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

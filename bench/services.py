@@ -68,17 +68,20 @@ async def api(
 
 
 @asynccontextmanager
-async def worker(bench: BenchEnvironment, **overrides: object) -> AsyncIterator[Service]:
-    """`python main.py` in worker-service/src, as `make worker` runs it, with `overrides`."""
+async def worker(
+    bench: BenchEnvironment, *, name: str = "worker", **overrides: object
+) -> AsyncIterator[Service]:
+    """`python main.py` in worker-service/src, as `make worker` runs it, with `overrides`
+    (`name`: its log's, when several run)."""
     # A free health port: the machine is shared, and a bench may run several workers.
     env = bench.service_env(**{"worker_health_port": 0, **overrides})
     env["PYTHONPATH"] = _python_path()
     async with launch(
-        "worker",
+        name,
         [sys.executable, "main.py"],
         cwd=ROOT / "worker-service" / "src",
         env=env,
-        log=bench.workdir / "worker.log",
+        log=bench.workdir / f"{name}.log",
         ready=consuming(bench, bench.queues.task_queue),
         # In-flight tasks finish before it exits: allow for the longest simulated delay.
         stop_timeout=60.0,
