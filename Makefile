@@ -16,7 +16,7 @@ HEALTH_PORT_GIVEN = $(if $(filter command line,$(origin WORKER_HEALTH_PORT)),exp
 # `make run WORKERS=3`: workers on WORKER_HEALTH_PORT (8001 unless .env says) and the ports after it.
 WORKERS ?= 1
 
-.PHONY: help install lock api worker webhook-sender webhook-secret api-key run redrive chaos chaos-short openapi migrate db smoke screenshots test test-unit test-integration lint format clean bench bench-smoke fuzz scale
+.PHONY: help install lock api worker webhook-sender webhook-secret api-key run redrive chaos chaos-short openapi migrate db smoke screenshots test test-cluster test-unit test-integration lint format clean bench bench-smoke fuzz scale
 
 help: ## List the commands
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -108,6 +108,11 @@ test: install ## Unit, integration and end-to-end tests (a scratch database and 
 	cd api-service && $(PY) -m pytest
 	cd worker-service && $(PY) -m pytest
 	$(PY) -m pytest
+
+# Three RabbitMQ nodes of the test's own beside the local one (testkit/rabbit_cluster.py): the
+# node both services use is stopped, then killed, under load (needs rabbitmq-server, as root).
+test-cluster: install ## Broker failover against a real 3-node RabbitMQ cluster (~1 min; CI runs it)
+	$(PY) -m pytest -m cluster tests/test_broker_failover.py
 
 smoke: install ## Both services run as their Dockerfiles' CMDs run them, one task to COMPLETED
 	$(PY) -m pytest tests/test_smoke.py

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.api_keys import parse_api_keys
@@ -30,6 +37,55 @@ _MYSQL_SCHEMES = frozenset(
         "mysql+pymysql",
     }
 )
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """One RabbitMQ node: where its AMQP listener is."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+# host[:port]: a name or IPv4 address, or an IPv6 address in brackets.
+_BROKER_ENTRY = re.compile(
+    r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+))(?::(?P<port>\d+))?"
+)
+
+
+def parse_broker_hosts(value: str, *, default_port: int) -> tuple[BrokerAddress, ...]:
+    """RABBITMQ_HOSTS (`h1:5672,h2,[::1]:5673`) as addresses, in the order given; an entry
+    without a port has `default_port`. Raises ValueError naming the first bad entry."""
+    addresses: list[BrokerAddress] = []
+    for entry in (part.strip() for part in value.split(",")):
+        address = _broker_address(entry, default_port=default_port)
+        if address in addresses:
+            raise ValueError(f"{address} is listed twice")
+        addresses.append(address)
+    return tuple(addresses)
+
+
+def _broker_address(entry: str, *, default_port: int) -> BrokerAddress:
+    if not entry:
+        raise ValueError("an empty entry: expected host[:port] entries separated by commas")
+    if "://" in entry or "@" in entry:
+        # Not echoed: a URL may carry a password.
+        raise ValueError(
+            "entries are host[:port], not URLs: the user, password and vhost are"
+            " RABBITMQ_USER, RABBITMQ_PASSWORD and RABBITMQ_VHOST, the same for every node"
+        )
+    match = _BROKER_ENTRY.fullmatch(entry)
+    if match is None:
+        hint = " (an IPv6 address goes in brackets: [::1]:5672)" if entry.count(":") > 1 else ""
+        raise ValueError(f"{entry!r} is not host[:port]{hint}")
+    port = int(match["port"]) if match["port"] else default_port
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
+    return BrokerAddress(host=match["ipv6"] or match["host"], port=port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +129,10 @@ class Settings(BaseSettings):
 
     rabbitmq_host: str = "127.0.0.1"
     rabbitmq_port: int = Field(default=5672, ge=1, le=65535)
+    # The nodes of a cluster, comma-separated host[:port] (port: RABBITMQ_PORT). Each connect
+    # tries them in turn, from the one after the node a lost connection was on; empty: only
+    # RABBITMQ_HOST:RABBITMQ_PORT. See broker_addresses.
+    rabbitmq_hosts: str = ""
     rabbitmq_user: str = "guest"
     rabbitmq_password: SecretStr = SecretStr("guest")
     rabbitmq_vhost: str = "/"
@@ -232,6 +292,22 @@ class Settings(BaseSettings):
     def cors_allowed_origins(self) -> tuple[str, ...]:
         """CORS_ORIGINS as a tuple of origins (empty: CORS is off)."""
         return tuple(self.cors_origins.split(",")) if self.cors_origins else ()
+
+    @field_validator("rabbitmq_hosts")
+    @classmethod
+    def _check_rabbitmq_hosts(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        if value:  # with the port broker_addresses will give entries without one
+            parse_broker_hosts(value, default_port=info.data.get("rabbitmq_port", 5672))
+        return value
+
+    @property
+    def broker_addresses(self) -> tuple[BrokerAddress, ...]:
+        """The RabbitMQ nodes to connect to, in order: RABBITMQ_HOSTS, or the one
+        RABBITMQ_HOST:RABBITMQ_PORT when that is empty."""
+        if not self.rabbitmq_hosts:
+            return (BrokerAddress(self.rabbitmq_host, self.rabbitmq_port),)
+        return parse_broker_hosts(self.rabbitmq_hosts, default_port=self.rabbitmq_port)
 
     @field_validator("database_url")
     @classmethod

@@ -36,6 +36,9 @@ IMAGE_SERVICES = {
     "worker_service": "worker-service/Dockerfile",
     "webhook_sender": "api-service/Dockerfile",
     "migrate": "api-service/Dockerfile",
+    # The cluster profile's (tests/test_compose_cluster.py).
+    "api_replica": "api-service/Dockerfile",
+    "worker_replica": "worker-service/Dockerfile",
 }
 DML = {"SELECT", "INSERT", "UPDATE", "DELETE"}
 # GRANT <privileges> ON <target> TO '${<shell variable>}' in the MySQL init scripts.

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from common.errors import ConfigurationError
-from common.settings import Settings, load_settings, parse_database_url
+from common.settings import (
+    BrokerAddress,
+    Settings,
+    load_settings,
+    parse_broker_hosts,
+    parse_database_url,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -109,3 +115,70 @@ def test_service_refuses_to_start_with_one_line_naming_the_variable(service: str
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "API_PORT" in lines[0] or "WORKER_CONCURRENCY" in lines[0]
+
+
+def test_without_rabbitmq_hosts_the_one_broker_is_host_and_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RABBITMQ_HOSTS", raising=False)
+    monkeypatch.setenv("RABBITMQ_HOST", "broker")
+    monkeypatch.setenv("RABBITMQ_PORT", "5673")
+    assert load_settings().broker_addresses == (BrokerAddress("broker", 5673),)
+    monkeypatch.setenv("RABBITMQ_HOSTS", "  ")
+    assert load_settings().broker_addresses == (BrokerAddress("broker", 5673),)
+
+
+def test_rabbitmq_hosts_lists_the_nodes_in_order_with_rabbitmq_port_as_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RABBITMQ_HOSTS", "rabbit-1:5672, rabbit_2 ,10.0.0.3:5679,[fd00::4]")
+    monkeypatch.setenv("RABBITMQ_PORT", "5680")
+    monkeypatch.setenv("RABBITMQ_HOST", "ignored")
+    assert load_settings().broker_addresses == (
+        BrokerAddress("rabbit-1", 5672),
+        BrokerAddress("rabbit_2", 5680),
+        BrokerAddress("10.0.0.3", 5679),
+        BrokerAddress("fd00::4", 5680),
+    )
+    assert [str(a) for a in parse_broker_hosts("[::1]:5672,h", default_port=1)] == [
+        "[::1]:5672",
+        "h:1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("h1:5672,,h2:5672", "an empty entry"),
+        ("h1:5672,", "an empty entry"),
+        ("h1:0", "'h1:0': the port must be a number from 1 to 65535"),
+        ("h1:65536", "from 1 to 65535"),
+        ("h1:amqp", "'h1:amqp' is not host[:port]"),
+        ("::1", "an IPv6 address goes in brackets"),
+        ("h 1", "'h 1' is not host[:port]"),
+        ("h1:5672,h1", "h1:5672 is listed twice"),
+        ("amqp://guest:secret@h1:5672/", "not URLs"),
+        ("guest:secret@h1", "not URLs"),
+    ],
+)
+def test_a_bad_rabbitmq_hosts_entry_stops_start_up_with_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, value: str, says: str
+) -> None:
+    monkeypatch.setenv("RABBITMQ_HOSTS", value)
+    monkeypatch.delenv("RABBITMQ_PORT", raising=False)
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert message.startswith("invalid configuration: RABBITMQ_HOSTS: ")
+    assert says in message
+    assert "\n" not in message
+    assert "secret" not in message  # a URL's password is never echoed
+
+
+def test_a_node_listed_twice_is_found_with_rabbitmq_port_as_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RABBITMQ_HOSTS", "h1:5673,h1")
+    monkeypatch.setenv("RABBITMQ_PORT", "5673")
+    with pytest.raises(ConfigurationError, match="RABBITMQ_HOSTS: h1:5673 is listed twice"):
+        load_settings()

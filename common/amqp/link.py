@@ -6,6 +6,12 @@ which has missed restoring consumers after a broker restart (aio-pika#231, #334)
 again; losing the connection or any of its channels, or a publish left unconfirmed (a broker
 that stopped answering), ends the session, and the link connects again with backoff. The
 loop survives any failure (common.supervision).
+
+With several nodes (RABBITMQ_HOSTS), one connect tries each of them once, in turn, each
+handshake within PUBLISH_TIMEOUT_SECONDS: a node that refuses costs nothing, one that never
+answers costs that timeout, and the backoff comes only between whole rounds that found no node,
+as with a single one. A lost session moves the round's start on to the next node, so the node
+that just failed is tried last (docs/reliability.md, Broker failover).
 """
 
 from __future__ import annotations
@@ -13,28 +19,77 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from common.amqp.errors import translated
-from common.settings import Settings
+from common.errors import BrokerUnavailable
+from common.settings import BrokerAddress, Settings
 from common.supervision import run_forever
 
 logger = logging.getLogger(__name__)
 
 
-async def connect(settings: Settings, *, name: str) -> AbstractConnection:
-    """One AMQP connection with the settings' address and credentials, named `name` in the
-    management UI; the whole handshake within PUBLISH_TIMEOUT_SECONDS."""
+class NodeRotation:
+    """The order in which a connect tries the broker's nodes: from the node in use (the last
+    one connected to) round the list; once its session is lost, from the one after it."""
+
+    def __init__(self, addresses: Sequence[BrokerAddress]) -> None:
+        if not addresses:
+            raise ValueError("no broker address")
+        self._addresses = tuple(addresses)
+        self._start = 0
+
+    @property
+    def current(self) -> BrokerAddress:
+        return self._addresses[self._start]
+
+    def round(self) -> tuple[BrokerAddress, ...]:
+        """Every address once, the one to try first first."""
+        return self._addresses[self._start :] + self._addresses[: self._start]
+
+    def connected(self, address: BrokerAddress) -> None:
+        self._start = self._addresses.index(address)
+
+    def lost(self) -> None:
+        """The session on the current node ended: start the next round at the next node."""
+        self._start = (self._start + 1) % len(self._addresses)
+
+
+async def connect(
+    settings: Settings, *, name: str, nodes: NodeRotation | None = None
+) -> AbstractConnection:
+    """One AMQP connection with the settings' credentials, named `name` in the management
+    UI, to the first of the broker's nodes that answers, tried in `nodes`' order (without it,
+    as RABBITMQ_HOSTS lists them), each handshake within PUBLISH_TIMEOUT_SECONDS. `nodes`
+    learns which one it was. BrokerUnavailable, naming each node's failure, if none did."""
+    rotation = nodes or NodeRotation(settings.broker_addresses)
+    failures: list[str] = []
+    for address in rotation.round():
+        try:
+            connection = await _connect_to(address, settings, name=name)
+        except BrokerUnavailable as exc:
+            failures.append(str(exc))
+            continue
+        for failure in failures:
+            logger.warning("broker node skipped", extra={"link": name, "error": failure})
+        rotation.connected(address)
+        return connection
+    raise BrokerUnavailable("; ".join(failures))
+
+
+async def _connect_to(
+    address: BrokerAddress, settings: Settings, *, name: str
+) -> AbstractConnection:
     timeout = settings.publish_timeout_seconds
-    with translated("connect", timeout=timeout):
+    with translated(f"connect to {address}", timeout=timeout):
         async with asyncio.timeout(timeout):
             return await aio_pika.connect(
-                host=settings.rabbitmq_host,
-                port=settings.rabbitmq_port,
+                host=address.host,
+                port=address.port,
                 login=settings.rabbitmq_user,
                 password=settings.rabbitmq_password.get_secret_value(),
                 virtualhost=settings.rabbitmq_vhost,
@@ -85,6 +140,7 @@ class BrokerLink:
         self._timeout = settings.publish_timeout_seconds
         self._name = name
         self._on_connect = on_connect
+        self._nodes = NodeRotation(settings.broker_addresses)
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.session: BrokerSession | None = None
@@ -119,18 +175,21 @@ class BrokerLink:
     async def _serve_one_session(self) -> float:
         """Connect, set up and serve until the session is lost. Raises BrokerUnavailable if
         it never got ready (unreachable, or the setup failed: the supervisor backs off)."""
-        session = BrokerSession(await connect(self._settings, name=self._name))
+        connection = await connect(self._settings, name=self._name, nodes=self._nodes)
+        session = BrokerSession(connection)
+        node = str(self._nodes.current)
         self.session = session
         try:
             with translated("setting up the session", timeout=self._timeout):
                 async with asyncio.timeout(self._timeout):
                     await self._on_connect(session)
             self._connected.set()
-            logger.info("broker connected", extra={"link": self._name})
+            logger.info("broker connected", extra={"link": self._name, "node": node})
             await session.lost.wait()
-            logger.warning("broker connection lost", extra={"link": self._name})
-            return 0.0  # it was up: try again at once
+            logger.warning("broker connection lost", extra={"link": self._name, "node": node})
+            return 0.0  # it was up: try again at once, from the next node
         finally:
+            self._nodes.lost()
             self._connected.clear()
             self.session = None
             await self._close_quietly(session.connection)

@@ -5,7 +5,8 @@ persistent, `mandatory` (an unroutable message is an error, not silently dropped
 confirmed by the broker, within PUBLISH_TIMEOUT_SECONDS. Messages published meanwhile go out
 in one write (common.batching, common.amqp._confirms), each still confirmed on its own. A
 publish left unconfirmed drops the session: a broker that stopped answering is reconnected
-to instead of waited on, and until then publishes fail at once.
+to instead of waited on, and until then publishes fail at once. So does a nack while the work
+queue has room (a channel RabbitMQ 3.10 keeps nacking, see `_after_nack`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aio_pika.abc import AbstractChannel
+from aiormq.exceptions import DeliveryError
 from pamqp import commands as spec
 
 from common.amqp._confirms import Outgoing, publish_batch
@@ -38,6 +40,7 @@ class AmqpTaskPublisher:
         self._timeout = timeout
         self._session: BrokerSession | None = None
         self._channel: AbstractChannel | None = None
+        self._nack_check: asyncio.Task[None] | None = None
         self._sends = Batcher(
             self._send_batch, max_batch=max_batch, timeout=timeout, expired=self._expired
         )
@@ -69,7 +72,11 @@ class AmqpTaskPublisher:
         # trace context in the headers and, with tracing on, is the publish's span.
         with publishing(outgoing), translated("publish", timeout=self._timeout):
             confirmation = await self._sends.submit(outgoing)
-            await confirmation
+            try:
+                await confirmation
+            except DeliveryError:
+                self._after_nack()
+                raise
 
     async def queue_depth(self) -> int:
         """The work queue's ready messages: a passive declare on the publishing channel."""
@@ -144,6 +151,23 @@ class AmqpTaskPublisher:
         # The oldest message's deadline, which the batcher met by sending it in time.
         asyncio.get_running_loop().call_at(batch[0].deadline, self._expire_unconfirmed, futures)
         return futures
+
+    def _after_nack(self) -> None:
+        """A full work queue nacks (x-overflow reject-publish). A nack while it has room means
+        the channel is no use: RabbitMQ 3.10 nacks every publish, for good, on a channel that
+        first published to a quorum queue while its leader was being elected again after a
+        node crashed (a client fails over faster than that). Then the session is dropped, and
+        the link connects again, with new channels. One check at a time."""
+        if self._nack_check is None or self._nack_check.done():
+            self._nack_check = asyncio.create_task(self._drop_if_room(self._session))
+
+    async def _drop_if_room(self, session: BrokerSession | None) -> None:
+        try:
+            depth = await self.queue_depth()
+        except BrokerUnavailable:
+            return  # no answer: _answered dropped the session already, or it is gone
+        if session is not None and depth < self._topology.max_length:
+            session.drop("a publish was nacked while the work queue had room")
 
     def _expire_unconfirmed(self, futures: list[asyncio.Future[object]]) -> None:
         for future in futures:
