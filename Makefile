@@ -104,10 +104,11 @@ db: install ## Create the database in DATABASE_URL if missing, then migrate it
 	$(LOAD_ENV) $(PY) -m common.mysql.schema
 	@$(MAKE) --no-print-directory migrate
 
+# The three suites against the configured MariaDB/MySQL and RabbitMQ; where one does not answer
+# and Docker does, against Compose's own, started for the run and removed after it (README, Testing).
 test: install ## Unit, integration and end-to-end tests (a scratch database and vhost of their own)
-	cd api-service && $(PY) -m pytest
-	cd worker-service && $(PY) -m pytest
-	$(PY) -m pytest
+	$(PY) -m testkit.backends -- $(SHELL) -ec \
+		'(cd api-service && $(PY) -m pytest); (cd worker-service && $(PY) -m pytest); $(PY) -m pytest'
 
 # Three RabbitMQ nodes of the test's own beside the local one (testkit/rabbit_cluster.py): the
 # node both services use is stopped, then killed, under load (needs rabbitmq-server, as root).

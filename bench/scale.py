@@ -119,7 +119,8 @@ async def measure_point(
             run_wrk(
                 api.url + "/api/tasks",
                 "submit.lua",
-                seconds=run.warmup_seconds + run.measure_seconds,
+                # past the window's end: the load covers all of it
+                seconds=run.warmup_seconds + run.measure_seconds + 2,
                 connections=CONNECTIONS,
             )
         )

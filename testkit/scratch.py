@@ -48,14 +48,17 @@ def database_url(address: DatabaseAddress) -> str:
 
 
 class VhostAdmin:
-    """Adds and deletes vhosts with rabbitmqctl when this machine has it (and may use it),
-    otherwise through the management API at RABBITMQ_MANAGEMENT_URL (as in the containers), as
-    RABBITMQ_ADMIN_USER when that is set. Each vhost is granted to the settings' RABBITMQ_USER."""
+    """Adds and deletes vhosts through the management API at RABBITMQ_MANAGEMENT_URL when that
+    is set (as in the containers), as RABBITMQ_ADMIN_USER when that is set, otherwise with
+    rabbitmqctl when this machine has it (and may use it): it speaks to this machine's node,
+    which need not be the broker the settings name. Each vhost is granted to the settings'
+    RABBITMQ_USER."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.management_url = os.environ.get("RABBITMQ_MANAGEMENT_URL")
-        self.ctl = shutil.which("rabbitmqctl") if os.geteuid() == 0 else None
+        local = os.geteuid() == 0 and not self.management_url
+        self.ctl = shutil.which("rabbitmqctl") if local else None
 
     def _ctl(self, *args: str) -> None:
         assert self.ctl is not None
@@ -153,6 +156,7 @@ def through_proxies(settings: Settings, *, database_port: int, broker_port: int)
             "database_url": SecretStr(database_url(address)),
             "rabbitmq_host": "127.0.0.1",
             "rabbitmq_port": broker_port,
+            "rabbitmq_hosts": "",  # the proxy only, even when RABBITMQ_HOSTS lists a cluster
             "publish_timeout_seconds": 2.0,
             "database_timeout_seconds": 2.0,
             "broker_reconnect_max_seconds": 0.5,
