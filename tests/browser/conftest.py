@@ -94,7 +94,12 @@ def services(
 @pytest.fixture(scope="package")
 def browser(services: Services) -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (or CHROMIUM=path)")
+        missing = f"no Chromium at {CHROMIUM}: apt-get install chromium (or CHROMIUM=path)"
+        # A laptop without it skips these; CI installs it and says REQUIRE_CHROMIUM=1, so
+        # there a missing browser fails the run instead.
+        if os.environ.get("REQUIRE_CHROMIUM") == "1":
+            pytest.fail(missing)
+        pytest.skip(missing)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
