@@ -12,6 +12,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import pytest
+from test_deployment import SETTINGS, TEST_ONLY  # the setting names, the in-container test users
 
 from common.settings import Settings
 from testkit.deployment import ROOT, compose_environment, load_compose, read_dockerfile, substitute
@@ -35,15 +36,6 @@ CLUSTER_DIR = ROOT / "rabbitmq" / "cluster"
 HAPROXY_CONFIG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
 HAPROXY_CONFIG_IN_IMAGE = "/usr/local/etc/haproxy/haproxy.cfg"
 AMQP_PORT = 5672
-SETTINGS = {name.upper() for name in Settings.model_fields}
-# What only the default api_service gets: its in-container tests' credentials.
-TEST_ONLY = {
-    "RABBITMQ_MANAGEMENT_URL",
-    "RABBITMQ_ADMIN_USER",
-    "RABBITMQ_ADMIN_PASSWORD",
-    "MYSQL_TEST_USER",
-    "MYSQL_TEST_PASSWORD",
-}
 _NODE_ENTRY = re.compile(r"cluster_formation\.classic_config\.nodes\.(\d+)")
 
 
