@@ -125,18 +125,14 @@ class Backend:
 
 def configured_backends(settings: Settings) -> tuple[Backend, Backend]:
     database = settings.database
+    # The node the services try first: RABBITMQ_HOSTS' first when it lists a cluster.
+    broker = settings.broker_addresses[0]
+    broker_setting = "RABBITMQ_HOSTS" if settings.rabbitmq_hosts else "RABBITMQ_HOST, RABBITMQ_PORT"
     return (
         Backend(
             "mysql_db", "MariaDB/MySQL", "DATABASE_URL", database.host, database.port, answers_mysql
         ),
-        Backend(
-            "rabbitmq",
-            "RabbitMQ",
-            "RABBITMQ_HOST, RABBITMQ_PORT",
-            settings.rabbitmq_host,
-            settings.rabbitmq_port,
-            answers_amqp,
-        ),
+        Backend("rabbitmq", "RabbitMQ", broker_setting, broker.host, broker.port, answers_amqp),
     )
 
 

@@ -181,6 +181,12 @@ def test_the_missing_message_is_one_line_naming_what_and_where(
     assert "Docker" in line
     both = missing_message(backends, ["mysql_db", "rabbitmq"])
     assert "MariaDB/MySQL at db.example:3399 (DATABASE_URL) and RabbitMQ" in both
+    # A cluster's nodes: the first one listed is where the services go first.
+    monkeypatch.setenv("RABBITMQ_HOSTS", "mq1.example:5701,mq2.example:5702")
+    _, cluster = configured_backends(load_settings())
+    assert "RabbitMQ at mq1.example:5701 (RABBITMQ_HOSTS)" in missing_message(
+        [cluster], ["rabbitmq"]
+    )
 
 
 PORTS = {"MYSQL_PUBLISHED_PORT": 41001, "RABBITMQ_PUBLISHED_PORT": 41002, MANAGEMENT_PORT: 41003}
