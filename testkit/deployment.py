@@ -19,6 +19,14 @@ APP_SERVICES = {"api_service": "api-service", "worker_service": "worker-service"
 _SUBSTITUTION = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::-(?P<default>[^}]*))?\}")
 
 
+def env_example(*, before: str | None = None) -> dict[str, str]:
+    """.env.example's variables and their values (up to the line `before` starts, if given)."""
+    text = (ROOT / ".env.example").read_text()
+    if before is not None:
+        text = text.split(before)[0]
+    return dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", text, re.M))
+
+
 def load_compose() -> dict[str, Any]:
     document: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
     return document

@@ -14,6 +14,7 @@ from testkit.deployment import (
     APP_SERVICES,
     ROOT,
     compose_environment,
+    env_example,
     load_compose,
     read_dockerfile,
 )
@@ -82,14 +83,12 @@ def test_both_services_declare_the_queues_with_the_same_arguments() -> None:
 
 
 def test_env_example_lists_every_setting() -> None:
-    listed = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M))
+    listed = set(env_example())
     assert not SETTINGS - listed, f"missing from .env.example: {SETTINGS - listed}"
 
 
 def test_every_default_in_env_example_matches_the_settings() -> None:
-    listed = dict(
-        re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", (ROOT / ".env.example").read_text(), re.M)
-    )
+    listed = env_example()
     for name in SETTINGS:
         value = Settings.model_fields[name.lower()].default
         expected = value.get_secret_value() if hasattr(value, "get_secret_value") else value
@@ -321,6 +320,6 @@ def test_migrations_and_tests_use_users_of_their_own() -> None:
 
 
 def test_env_example_lists_every_variable_compose_substitutes() -> None:
-    listed = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M))
+    listed = set(env_example())
     substituted = set(re.findall(r"\$\{([A-Z0-9_]+)", json.dumps(load_compose())))
     assert not substituted - listed, f"missing from .env.example: {substituted - listed}"

@@ -25,7 +25,7 @@ import yaml
 from common.amqp.topology import Topology
 from common.mysql.revision import SCHEMA_REVISION
 from common.settings import Settings
-from testkit.deployment import ROOT, load_compose
+from testkit.deployment import ROOT, env_example, load_compose
 from testkit.inprocess import load_main
 from testkit.polling import wait_until
 from testkit.processes import service_process
@@ -151,12 +151,6 @@ def base_name(name: str) -> str:
 # --- what the code says -------------------------------------------------------------------
 
 
-def env_example() -> dict[str, str]:
-    """.env.example's variables and values, up to its docker compose section."""
-    text = (ROOT / ".env.example").read_text().split(COMPOSE_ONLY_SECTION)[0]
-    return dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", text, re.M))
-
-
 def exposed_port(dockerfile: str) -> int:
     [port] = re.findall(r"^EXPOSE (\d+)$", (ROOT / dockerfile).read_text(), re.M)
     return int(port)
@@ -189,14 +183,14 @@ def test_the_configmap_and_the_secrets_hold_every_variable_of_env_example(
     configured = set(config(objects))
     secret = {variable for variable, _, _ in secret_refs(objects)}
     assert not configured & secret, "a variable both in the ConfigMap and from a Secret"
-    assert configured | secret == set(env_example())
+    assert configured | secret == set(env_example(before=COMPOSE_ONLY_SECTION))
 
 
 @unit
 def test_the_configmap_has_env_example_values_except_in_cluster_ones(
     objects: tuple[dict[str, Any], ...],
 ) -> None:
-    example = env_example()
+    example = env_example(before=COMPOSE_ONLY_SECTION)
     changed = {name for name, value in config(objects).items() if value != example[name]}
     assert changed <= IN_CLUSTER, f"not .env.example's values: {changed - IN_CLUSTER}"
 
